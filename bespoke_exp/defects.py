@@ -1,0 +1,171 @@
+"""Synthetic diffusion-style defects for 24x24 pixel art, so grid recovery and the
+metrics can be measured against a known truth.
+
+    >>> from bespoke_exp.punks import render, sample_spec
+    >>> grid = render(sample_spec(np.random.default_rng(0)))
+    >>> img = apply_defect(grid, "combined", np.random.default_rng(1))
+    >>> img.size
+    (1024, 1024)
+
+Each class imitates one thing SDXL outputs really show (see
+shared/reference/pixel-metrics.md); ``combined`` stacks milder versions of all of them
+and is the hardest class in ``scripts/bench_pixels.py``. Strengths are drawn per image
+from ranges scaled to the cell width, so the same classes work at 256 and 1024 px.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+DEFECT_CLASSES: tuple[str, ...] = (
+    "clean",  # plain upscale to a non-integer cell width (1024 / 24 = 42.67 px)
+    "blur",  # anti-aliased / blurred cell edges
+    "jpeg",  # JPEG blocking and ringing
+    "speckle",  # heavy per-pixel Gaussian noise plus impulse (salt-and-pepper) pixels
+    "drift",  # slow colour drift across the frame and shading inside each cell
+    "wander",  # cell widths that wander by up to a quarter cell
+    "partial",  # art spans 85-100% of the frame at an offset, on its own padding colour
+    "combined",  # all of the above at once, each a little milder
+)
+
+
+def wandering_widths(cells: int, rng: np.random.Generator, amount: float = 0.25) -> np.ndarray:
+    """Relative cell widths (mean 1) that wander smoothly by up to +-amount of a cell.
+
+    Boundaries drift from the regular lattice along a smooth random curve (at most
+    half a cell), so widths change gradually, as in real outputs, while the grid
+    as a whole still holds the stated number of cells: a drift of a whole cell over a
+    featureless stretch would make the cell count there unknowable, for any method.
+    """
+    k = np.arange(cells + 1)
+    drift = np.zeros(cells + 1)
+    for m in (1, 2, 3):  # sine modes that vanish at both frame edges
+        drift += rng.uniform(-1, 1) * np.sin(np.pi * m * k / cells) / m
+    # Scale so boundaries move at most half a cell and widths change at most `amount`.
+    drift *= min(0.5 / max(np.abs(drift).max(), 1e-9), 0.9 * amount / max(np.abs(np.diff(drift)).max(), 1e-9))
+    widths = 1.0 + np.diff(drift) + rng.uniform(-0.05, 0.05, cells)
+    widths = np.clip(widths, 1 - amount, 1 + amount)
+    return widths / widths.mean()
+
+
+def cell_edges(cells: int, span: float, offset: float, widths: np.ndarray | None = None) -> np.ndarray:
+    """The cells+1 boundary positions (pixels, float) of cells covering [offset, offset+span]."""
+    w = np.ones(cells) if widths is None else np.asarray(widths, dtype=float)
+    return offset + span * np.concatenate([[0.0], np.cumsum(w) / w.sum()])
+
+
+def upscale(
+    grid: np.ndarray,
+    size: int,
+    x_edges: np.ndarray | None = None,
+    y_edges: np.ndarray | None = None,
+    pad: tuple[int, int, int] = (0, 0, 0),
+) -> np.ndarray:
+    """Paint a (cells, cells, 3) grid onto a size x size canvas with hard cell edges.
+
+    A pixel takes the colour of the cell holding its centre; pixels outside the edges
+    take ``pad``. Default edges fill the frame exactly (non-integer widths allowed).
+    """
+    cells = grid.shape[0]
+    x_edges = cell_edges(cells, size, 0.0) if x_edges is None else x_edges
+    y_edges = cell_edges(cells, size, 0.0) if y_edges is None else y_edges
+    centres = np.arange(size) + 0.5
+    cx = np.searchsorted(x_edges, centres, side="right") - 1
+    cy = np.searchsorted(y_edges, centres, side="right") - 1
+    inside = ((cy >= 0) & (cy < cells))[:, None] & ((cx >= 0) & (cx < cells))[None, :]
+    out = grid[np.clip(cy, 0, cells - 1)[:, None], np.clip(cx, 0, cells - 1)[None, :]]
+    out[~inside] = pad
+    return out
+
+
+def _distinct_colour(avoid: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int]:
+    """A random colour at least 80 (max-channel) away from `avoid`, for padding."""
+    while True:
+        c = rng.integers(0, 256, 3)
+        if np.abs(c - avoid.astype(int)).max() >= 80:
+            return tuple(int(v) for v in c)
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(sigma)))
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def _speckle(img: np.ndarray, sigma: float, impulse: float, rng: np.random.Generator) -> np.ndarray:
+    out = img.astype(np.float32) + rng.normal(0.0, sigma, img.shape).astype(np.float32)
+    hit = rng.random(img.shape[:2]) < impulse
+    out[hit] = rng.integers(0, 256, (int(hit.sum()), 3))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _drift(
+    img: np.ndarray, amplitude: float, shade: float, x_edges: np.ndarray, y_edges: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Low-frequency colour field over the frame plus a linear shade inside each cell."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = np.zeros((h, w, 3), np.float32)
+    for ch in range(3):
+        fx, fy = rng.uniform(0.5, 2.0, 2)
+        px, py = rng.uniform(0, 2 * np.pi, 2)
+        field[..., ch] = amplitude * np.sin(2 * np.pi * fx * xx / w + px) * np.cos(2 * np.pi * fy * yy / h + py)
+    cells = len(x_edges) - 1
+    # Position inside the cell, -0.5..0.5, and a random shading direction per cell.
+    cx = np.clip(np.searchsorted(x_edges, np.arange(w) + 0.5, side="right") - 1, 0, cells - 1)
+    cy = np.clip(np.searchsorted(y_edges, np.arange(h) + 0.5, side="right") - 1, 0, cells - 1)
+    ux = ((np.arange(w) + 0.5 - x_edges[cx]) / np.diff(x_edges)[cx] - 0.5).astype(np.float32)
+    uy = ((np.arange(h) + 0.5 - y_edges[cy]) / np.diff(y_edges)[cy] - 0.5).astype(np.float32)
+    gx, gy = rng.uniform(-1, 1, (2, cells, cells)).astype(np.float32)
+    shading = shade * (gx[cy[:, None], cx[None, :]] * ux[None, :] + gy[cy[:, None], cx[None, :]] * uy[:, None])
+    out = img.astype(np.float32) + field + shading[..., None]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def apply_defect(grid: np.ndarray, defect: str, rng: np.random.Generator, size: int = 1024) -> Image.Image:
+    """Upscale a (cells, cells, 3) uint8 grid to size x size with one defect class.
+
+    Args:
+        grid: the true cell colours.
+        defect: one of DEFECT_CLASSES.
+        rng: source of every random choice (strengths, offsets, noise).
+        size: output width and height in pixels.
+    Returns:
+        An RGB PIL image whose cells x cells content is `grid`.
+    """
+    if defect not in DEFECT_CLASSES:
+        raise ValueError(f"unknown defect class {defect!r}; choose from {', '.join(DEFECT_CLASSES)}")
+    cells = grid.shape[0]
+    combined = defect == "combined"
+    span, x_off, y_off = float(size), 0.0, 0.0
+    pad = (0, 0, 0)
+    if defect in ("partial", "combined"):
+        span = size * rng.uniform(0.85, 1.0)
+        x_off, y_off = rng.uniform(0, size - span, 2)
+        pad = _distinct_colour(grid[0, 0], rng)
+    xw = yw = None
+    if defect in ("wander", "combined"):
+        xw, yw = wandering_widths(cells, rng), wandering_widths(cells, rng)
+    x_edges = cell_edges(cells, span, x_off, xw)
+    y_edges = cell_edges(cells, span, y_off, yw)
+    img = upscale(grid, size, x_edges, y_edges, pad)
+    cell = span / cells
+    if defect in ("drift", "combined"):
+        scale = 0.6 if combined else 1.0
+        img = _drift(img, scale * rng.uniform(6, 15), scale * rng.uniform(6, 20), x_edges, y_edges, rng)
+    if defect in ("blur", "combined"):
+        img = _blur(img, cell * rng.uniform(0.02, 0.05 if combined else 0.08))
+    if defect in ("speckle", "combined"):
+        img = _speckle(img, rng.uniform(10, 25) if combined else rng.uniform(20, 40),
+                       rng.uniform(0.0, 0.02 if combined else 0.05), rng)
+    if defect in ("jpeg", "combined"):
+        img = _jpeg(img, int(rng.integers(40, 80) if combined else rng.integers(20, 60)))
+    return Image.fromarray(img)

@@ -1,0 +1,46 @@
+"""Command-line sugar Hydra lacks: `epoch=1,2,...,10` as an arithmetic sequence.
+
+Hydra alone reads `1,2,...,10` as four values (1, 2, the string '...', 10).
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_ELLIPSIS = re.compile(rf"^(?P<key>[\w.+~/@-]+)=(?P<values>(?:{_NUMBER},)+\.\.\.,{_NUMBER})$")
+
+
+def expand_ellipsis(argument: str) -> str:
+    """`k=a,b,...,z` -> `k=a,b,b+d,...,z` with d = b - a (`k=a,...,z` steps by 1)."""
+    match = _ELLIPSIS.match(argument)
+    if not match:
+        return argument
+    key, values = match["key"], match["values"].split(",")
+    ellipsis = values.index("...")
+    try:
+        head = [Decimal(v) for v in values[:ellipsis]]
+        end = Decimal(values[-1])
+    except InvalidOperation:
+        return argument
+    step = head[-1] - head[-2] if len(head) >= 2 else Decimal(1)
+    if step == 0 or any(b - a != step for a, b in zip(head, head[1:])):
+        raise ValueError(f"{argument!r}: the values before '...' must be evenly spaced")
+    count = (end - head[0]) / step
+    if count < 0 or count != count.to_integral_value():
+        raise ValueError(
+            f"{argument!r}: {end} is not reached from {head[0]} in steps of {step}"
+        )
+    sequence = [head[0] + i * step for i in range(int(count) + 1)]
+    return f"{key}={','.join(_format(v) for v in sequence)}"
+
+
+def _format(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return text
+
+
+def expand_arguments(argv: list[str]) -> list[str]:
+    """Expand every `key=a,b,...,z` in a command line; other arguments pass through."""
+    return [arg if arg.startswith("-") else expand_ellipsis(arg) for arg in argv]

@@ -1,0 +1,169 @@
+"""The only module (with the demo builder) that touches diffusers: load a base pipeline
+once per process, switch LoRA epochs on it, generate paired-seed images.
+
+Generation takes a batch of (prompt, seed) items with one torch.Generator per image,
+so an image depends only on its own seed, never on what it was batched with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+ADAPTER_NAME = "epoch_lora"
+SCHEDULERS = {
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class GenerationItem:
+    prompt_id: str
+    prompt: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    scheduler: str
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    negative_prompt: str
+    batch_size: int
+
+
+def resolve_device(name: str) -> str:
+    """`auto` picks cuda, then mps, then cpu."""
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(name: str | None, device: str) -> torch.dtype:
+    """fp16 on CUDA, fp32 elsewhere, unless the config names one."""
+    if name in (None, "auto"):
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if name not in _DTYPES:
+        raise ValueError(f"model.dtype={name!r} is not one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+_PIPELINES: dict[tuple, object] = {}
+
+
+def load_pipeline(pretrained: str, *, device: str = "auto", dtype: str | None = None, variant: str | None = None):
+    """The base pipeline, loaded once per process and shared by every job after it.
+
+    `pretrained` is a hub id or a local folder saved with `save_pretrained`.
+    """
+    from diffusers import DiffusionPipeline
+
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    key = (pretrained, device, torch_dtype, variant)
+    if key not in _PIPELINES:
+        _PIPELINES.clear()  # one base model in memory at a time
+        local = Path(pretrained).is_dir()
+        log.info("loading base pipeline %s on %s (%s)", pretrained, device, torch_dtype)
+        pipe = DiffusionPipeline.from_pretrained(
+            pretrained,
+            torch_dtype=torch_dtype,
+            variant=variant,
+            use_safetensors=True,
+            local_files_only=local,
+        )
+        if not hasattr(pipe, "load_lora_weights"):
+            raise ValueError(f"model {pretrained!r} ({type(pipe).__name__}) cannot load LoRA weights")
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        _PIPELINES[key] = (pipe, dict(pipe.scheduler.config))
+    return _PIPELINES[key][0]
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """Swap the sampler, always starting from the model's own scheduler config."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"sampler.scheduler={name!r} is not one of {', '.join(SCHEDULERS)}")
+    base_config = next(cfg for p, cfg in _PIPELINES.values() if p is pipe)
+    pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(base_config)
+
+
+@contextmanager
+def lora_applied(pipe, checkpoint: Path | None, scale: float = 1.0) -> Iterator[None]:
+    """Load a kohya/diffusers LoRA file as an adapter for the duration of the block.
+
+    The adapter is removed afterwards (never fused), so the cached base pipeline is
+    exactly the base again for the next job. `checkpoint=None` means the base model.
+    """
+    if checkpoint is None:
+        yield
+        return
+    try:  # a load that fails half-way must not leave a half-applied adapter behind
+        pipe.load_lora_weights(str(checkpoint.parent), weight_name=checkpoint.name, adapter_name=ADAPTER_NAME)
+        pipe.set_adapters([ADAPTER_NAME], adapter_weights=[scale])
+        yield
+    finally:
+        pipe.unload_lora_weights()
+
+
+def count_prompt_tokens(pipe, prompt: str) -> tuple[int, int]:
+    """(tokens in the prompt, tokens the text encoder reads), both counting BOS/EOS."""
+    tokenizer = pipe.tokenizer
+    return len(tokenizer(prompt, truncation=False).input_ids), int(tokenizer.model_max_length)
+
+
+@contextmanager
+def quiet_truncation() -> Iterator[None]:
+    # diffusers warns on every call, with the whole padded batch; the job reports it once.
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    saved = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(saved[0])
+        transformers_logging.set_verbosity(saved[1])
+
+
+def generate(pipe, items: Sequence[GenerationItem], settings: SamplerSettings) -> Iterator[tuple[GenerationItem, Image.Image]]:
+    """Yield (item, image) in order, `settings.batch_size` images per pipeline call."""
+    device = pipe.device.type
+    for start in range(0, len(items), settings.batch_size):
+        batch = items[start : start + settings.batch_size]
+        generators = [torch.Generator(device=device).manual_seed(item.seed) for item in batch]
+        with torch.inference_mode(), quiet_truncation():
+            images = pipe(
+                prompt=[item.prompt for item in batch],
+                negative_prompt=[settings.negative_prompt] * len(batch),
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance,
+                width=settings.width,
+                height=settings.height,
+                generator=generators,
+                output_type="pil",
+            ).images
+        yield from zip(batch, images)

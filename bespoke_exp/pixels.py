@@ -1,0 +1,287 @@
+"""Recover the true cells x cells grid from a generated picture.
+
+    >>> grid = recover_grid(Image.open("sample.png"), cells=24)   # 24x24 RGB image
+    >>> fit = fit_grid(Image.open("sample.png"), cells=24)        # boundaries, for metrics
+
+Diffusion outputs are 1024 px for 24 cells (42.67 px per cell), with blurred edges,
+JPEG blocking, speckle, colour drift, wandering cell widths and art that may cover
+only part of the frame. The cell count is known, so instead of detecting the pitch we
+fit it (see shared/reference/pixel-metrics.md, "A known-count grid fit"):
+
+1. Work on a box-reduced copy (~10 px per cell): averaging blocks suppresses speckle
+   and JPEG noise while keeping every cell edge.
+2. Per axis, an edge profile: summed absolute colour differences between neighbouring
+   columns (rows), less its median so flat-area noise scores nothing.
+3. Dynamic programming places cells+1 boundaries maximising edge strength minus a
+   penalty on each gap's deviation from the expected width, for a range of art
+   spans (80-100% of the frame) at any offset; the best-scoring span wins.
+4. Each cell's colour is the per-channel median of a lattice of samples in its
+   central region of the full-resolution image, which ignores blended edges and
+   impulse noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+_WORK_PX_PER_CELL = 10  # working resolution: enough to place edges, little enough to be fast
+_SPANS = np.linspace(0.80, 1.0, 7)  # candidate art spans (share of the frame); finer steps gained nothing
+_GAP_BAND = 0.4  # a cell may be this much narrower (wider) than the span's expected width
+_GAP_PENALTY = 0.5  # cost of a cell off by the whole band, in units of a strong edge
+_BORDER_REWARD = 1.0  # the frame border counts as a strong edge unless art ends before it
+_END_BONUS = 1.0  # extra weight of the outermost boundaries' edge strength
+_NEAR_BORDER = 0.18  # art that does not fill the frame starts within this share of it
+_LONG_EDGE = 0.75  # an edge crossing this share of the picture marks the art's border
+_TRIM = 0.3  # sample each cell's central 40%, away from blended edges
+_SAMPLES = 7  # 7x7 samples per cell for the median
+
+
+@dataclass(frozen=True)
+class GridFit:
+    """Fitted cell boundaries in full-image pixel coordinates.
+
+    x and y hold cells+1 increasing positions; cell (col, row) covers
+    [x[col], x[col+1]) x [y[row], y[row+1]).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    width: int
+    height: int
+    # Edge strength above the median per working-resolution boundary, and the
+    # working pixel size in image pixels: kept so metrics can reuse the fit's evidence.
+    x_edges: np.ndarray | None = None
+    y_edges: np.ndarray | None = None
+    work_scale: tuple[float, float] = (1.0, 1.0)
+
+    @property
+    def cells(self) -> int:
+        return len(self.x) - 1
+
+    @property
+    def cell_size(self) -> float:
+        """Mean cell width in pixels."""
+        return float((self.x[-1] - self.x[0] + self.y[-1] - self.y[0]) / (2 * self.cells))
+
+
+def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 view of a PIL image or array (grey and RGBA are converted)."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.shape[2] == 4:
+        arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        scale = 255.0 if arr.dtype.kind == "f" and arr.max(initial=0) <= 1.0 else 1.0
+        arr = np.clip(np.nan_to_num(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    return arr
+
+
+def edge_profiles(work: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Edge strength and edge length at every column and row boundary of (H, W, 3).
+
+    Entry c of the x profiles scores a boundary between columns c-1 and c (c = 0..W;
+    the frame borders score 0). Strength: summed absolute colour differences. Length:
+    share of rows where the difference stands clearly above the noise, which tells a
+    straight edge crossing the whole picture (the border of art that does not fill the
+    frame) from the many short edges inside it.
+    """
+    a = work.astype(np.int16)
+    dx = np.abs(np.diff(a, axis=1)).sum(axis=2)  # (H, W-1)
+    dy = np.abs(np.diff(a, axis=0)).sum(axis=2)  # (H-1, W)
+    pad = np.zeros(1)
+
+    def long_share(d: np.ndarray, axis: int) -> np.ndarray:
+        if d.size == 0:  # a one-pixel-wide picture
+            return np.zeros(d.shape[1 - axis])
+        floor = 3.0 * np.median(d) + 30.0  # well above speckle, below any real colour step
+        return (d > floor).mean(axis=axis)
+
+    gx = np.concatenate([pad, dx.sum(axis=0, dtype=np.int64), pad])
+    gy = np.concatenate([pad, dy.sum(axis=1, dtype=np.int64), pad])
+    lx = np.concatenate([pad, long_share(dx, 0), pad])
+    ly = np.concatenate([pad, long_share(dy, 1), pad])
+    return gx, gy, lx, ly
+
+
+def _normalise(profile: np.ndarray) -> np.ndarray:
+    """Edge strength above the noise floor, scaled so the strongest edges score 1."""
+    inner = profile[1:-1]
+    if inner.size == 0:  # a one-pixel axis has no inner boundaries
+        return np.zeros_like(profile, dtype=float)
+    med = np.median(inner)
+    mad = np.median(np.abs(inner - med))
+    g = np.clip(profile - (med + 3.0 * 1.4826 * mad), 0, None)  # 3 sigma above flat-area noise
+    top = np.sort(g)[-max(2, len(g) // 40) :].mean()  # level of the strongest few edges
+    if top <= 0:
+        return np.zeros_like(g)
+    # Square root: a one-cell feature (a nose dot) is a 24th of a full-height edge but
+    # still a real boundary, so compress the range rather than let big edges dominate.
+    return np.sqrt(np.clip(g / top, 0, 1))
+
+
+def fit_axis(profile: np.ndarray, cells: int, length: np.ndarray | None = None) -> np.ndarray:
+    """Boundary positions (cells+1 ints in 0..len(profile)-1) maximising edge reward.
+
+    Dynamic programme over positions, vectorised over candidate art spans. Reward:
+    normalised edge strength at each boundary (double at the two outermost ones).
+    Penalty: each cell's width deviating from the span's expected width. Best span wins.
+    """
+    n = len(profile) - 1  # pixels along this axis
+    reward = _normalise(profile)
+    reward[0] = reward[-1] = _BORDER_REWARD
+    if length is not None:
+        # A straight edge across the whole picture near a border is where art that
+        # does not fill the frame ends: then the frame border is no boundary at all.
+        near = max(2, int(_NEAR_BORDER * n))
+        if length[1:near].max(initial=0) >= _LONG_EDGE:
+            reward[0] = 0.0
+        if length[n - near + 1 : n].max(initial=0) >= _LONG_EDGE:
+            reward[-1] = 0.0
+    widths = _SPANS * n / cells  # expected width per candidate span
+    d_lo = max(1, int(np.floor(widths.min() * (1 - _GAP_BAND))))
+    d_hi = max(d_lo, int(np.ceil(widths.max() * (1 + _GAP_BAND))))
+    if cells * d_lo > n:  # image too small for the cells: split evenly
+        return np.round(np.linspace(0, n, cells + 1)).astype(int)
+    gaps = np.arange(d_lo, d_hi + 1)
+    dev = (gaps[None, :] - widths[:, None]) / (widths[:, None] * _GAP_BAND)
+    # Penalty per (span, width); widths outside a span's band are forbidden.
+    pen = np.where(np.abs(dev) <= 1.0, _GAP_PENALTY * dev**2, np.inf)
+    n_spans, n_pos = len(widths), n + 1
+    # The art's first and last boundaries count extra: art ends somewhere visible (an
+    # edge, or the frame), never in the middle of a flat area.
+    score = np.broadcast_to((1 + _END_BONUS) * reward, (n_spans, n_pos)).copy()
+    back = np.zeros((cells, n_spans, n_pos), dtype=np.int16)
+    for i in range(cells):
+        best = np.full((n_spans, n_pos), -np.inf)
+        arg = back[i]
+        for j, d in enumerate(gaps):
+            if d >= n_pos:
+                break
+            cand = score[:, : n_pos - d] - pen[:, j : j + 1]
+            view = best[:, d:]
+            better = cand > view
+            view[better] = cand[better]
+            arg[:, d:][better] = d
+        score = best + reward
+    score += _END_BONUS * reward
+    s, pos = np.unravel_index(int(np.argmax(score)), score.shape)
+    if not np.isfinite(score[s, pos]):
+        return np.round(np.linspace(0, n, cells + 1)).astype(int)
+    out = [int(pos)]
+    for i in range(cells - 1, -1, -1):
+        pos -= int(back[i, s, pos])
+        out.append(int(pos))
+    return np.array(out[::-1])
+
+
+def fit_grid(image: Image.Image | np.ndarray, cells: int = 24) -> GridFit:
+    """Fit cells x cells boundaries to an image (see module docstring)."""
+    if isinstance(image, Image.Image):
+        pil = image if image.mode == "RGB" else image.convert("RGB")
+    else:
+        pil = Image.fromarray(as_rgb_array(image))
+    width, height = pil.size
+    factor = max(1, min(width, height) // (cells * _WORK_PX_PER_CELL))
+    work = np.asarray(pil.reduce(factor)) if factor > 1 else np.asarray(pil)
+    gx, gy, lx, ly = edge_profiles(work)
+    wx, wy = fit_axis(gx, cells, lx), fit_axis(gy, cells, ly)
+    # Back to full-resolution pixels; the reduced image's last block may be partial.
+    sx, sy = width / work.shape[1], height / work.shape[0]
+    x, y = wx * sx, wy * sy
+    if factor > 1:
+        full = np.asarray(pil)  # a view for PIL images, no copy
+        x = _refine(full[:: 4 * factor, :], x, factor, axis=1)  # every 4th working row is plenty
+        y = _refine(full[:, :: 4 * factor], y, factor, axis=0)
+    return GridFit(x=x, y=y, width=width, height=height,
+                   x_edges=_above_median(gx), y_edges=_above_median(gy), work_scale=(sx, sy))
+
+
+def _above_median(profile: np.ndarray) -> np.ndarray:
+    """Edge strength above the median, unthresholded: metrics must see noise as well,
+    or boundaries fitted onto the few strongest noise peaks would look aligned."""
+    inner = profile[1:-1]
+    return np.clip(profile - (np.median(inner) if inner.size else 0.0), 0, None)
+
+
+def edge_alignment(fit: GridFit, tolerance: int = 1) -> float:
+    """Share of above-noise edge strength within `tolerance` working pixels of a
+    fitted boundary (1.0 for perfect pixel art; low or 0 for noise and flat images)."""
+    total = near = 0.0
+    for edges, bounds, scale in ((fit.x_edges, fit.x, fit.work_scale[0]), (fit.y_edges, fit.y, fit.work_scale[1])):
+        if edges is None:
+            continue
+        pos = np.arange(len(edges))
+        b = np.round(np.asarray(bounds) / scale)
+        dist = np.abs(pos[:, None] - b[None, :]).min(axis=1)
+        total += float(edges.sum())
+        near += float(edges[dist <= tolerance].sum())
+    return near / total if total > 0 else 0.0  # no edge above the noise: no grid to speak of
+
+
+def _refine(strip: np.ndarray, bounds: np.ndarray, reach: int, axis: int) -> np.ndarray:
+    """Move each boundary to the strongest full-resolution edge within +-reach pixels.
+
+    `strip` is the image subsampled across the edges (every factor-th row for x), so
+    this costs a fraction of a full-resolution profile. A boundary with no edge nearby
+    (flat area, frame border) stays where the fit put it.
+    """
+    a = strip.astype(np.int16)
+    g = np.abs(np.diff(a, axis=axis)).sum(axis=(2, 1 - axis), dtype=np.int64).astype(float)
+    g = np.concatenate([[0.0], g, [0.0]])  # g[c]: edge between pixels c-1 and c
+    floor = np.median(g) * 1.5 + 1.0
+    out = np.asarray(bounds, dtype=float).copy()
+    n = len(g) - 1
+    for i, b in enumerate(out):
+        lo, hi = max(0, int(round(b)) - reach), min(n, int(round(b)) + reach)
+        window = g[lo : hi + 1]
+        if len(window) and window.max() > floor:
+            out[i] = lo + int(np.argmax(window))
+    out = np.maximum.accumulate(out)  # keep boundaries ordered
+    return out
+
+
+def sample_lattice(lo: np.ndarray, hi: np.ndarray, limit: int, trim: float = _TRIM, k: int = _SAMPLES) -> np.ndarray:
+    """(cells, k) integer pixel positions evenly spread over each cell's central part."""
+    size = hi - lo
+    start, stop = lo + trim * size, hi - trim * size
+    frac = (np.arange(k) + 0.5) / k
+    pos = start[:, None] + frac[None, :] * (stop - start)[:, None]
+    return np.clip(np.floor(pos).astype(int), 0, limit - 1)
+
+
+def cell_samples(arr: np.ndarray, fit: GridFit, trim: float = _TRIM, k: int = _SAMPLES) -> np.ndarray:
+    """(cells, cells, k*k, 3) uint8 samples from each cell's central region (row-major)."""
+    xs = sample_lattice(fit.x[:-1], fit.x[1:], arr.shape[1], trim, k)
+    ys = sample_lattice(fit.y[:-1], fit.y[1:], arr.shape[0], trim, k)
+    s = arr[ys[:, None, :, None], xs[None, :, None, :]]  # (rows, cols, k, k, 3)
+    return s.reshape(fit.cells, fit.cells, k * k, 3)
+
+
+def recover_cells(arr: np.ndarray, fit: GridFit) -> np.ndarray:
+    """(cells, cells, 3) uint8 cell colours: per-channel median of central samples."""
+    med = np.median(cell_samples(arr, fit), axis=2)
+    return np.round(med).astype(np.uint8)
+
+
+def recover_grid(image: Image.Image | np.ndarray, cells: int = 24) -> Image.Image:
+    """The cells x cells RGB image the picture depicts.
+
+    Args:
+        image: the generated picture (PIL image or HxWx3 array), any size >= 1 px.
+        cells: target cells per side (24 for punks).
+    Returns:
+        A cells x cells RGB PIL image, one pixel per cell.
+    """
+    if isinstance(image, Image.Image) and image.mode != "RGB":
+        image = image.convert("RGB")
+    arr = as_rgb_array(image)
+    if arr.shape[0] == cells and arr.shape[1] == cells:
+        return Image.fromarray(arr.copy())
+    # Pass the PIL image itself to the fit when we have one: saves two full copies.
+    return Image.fromarray(recover_cells(arr, fit_grid(image, cells)))

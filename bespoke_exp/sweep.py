@@ -1,0 +1,135 @@
+"""One MLflow parent run per Hydra multirun.
+
+The Hydra callback creates the parent run when the sweep starts and writes its id to
+`<sweep dir>/sweep.json`; each job reads that file (explicitly, not through a
+global), so jobs in other processes or on other machines attach to the same parent.
+At the end the callback closes the parent with the children's overall status.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from bespoke_exp import tracking
+
+STATE_FILE = "sweep.json"
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What a job needs to know about the sweep it belongs to."""
+
+    sweep_id: str
+    parent_run_id: str
+    total_jobs: int | None
+    job_index: int = 0  # 0-based, Hydra's job.num
+
+
+def new_sweep_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def count_jobs(task_overrides: list[str], sweeper_params: dict | None = None) -> int | None:
+    """How many jobs the basic sweeper will run: the product of each sweep's length."""
+    overrides = list(task_overrides) + [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return None
+    sizes = [len(list(o.sweep_iterator())) for o in parsed if o.is_sweep_override()]
+    return math.prod(sizes)
+
+
+def read_context(sweep_dir: Path, job_index: int) -> SweepContext:
+    path = sweep_dir / STATE_FILE
+    if not path.is_file():
+        raise RuntimeError(
+            f"{path} is missing: the sweep's MLflow parent run was not created "
+            "(see the warning from SweepCallback above; usually the tracking store is unreachable)"
+        )
+    data = json.loads(path.read_text())
+    return SweepContext(
+        sweep_id=data["sweep_id"],
+        parent_run_id=data["parent_run_id"],
+        total_jobs=data.get("total_jobs"),
+        job_index=job_index,
+    )
+
+
+def current_context() -> SweepContext | None:
+    """The running multirun's context, or None for a single run."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode is None or hydra_cfg.mode.name != "MULTIRUN":
+        return None
+    return read_context(Path(hydra_cfg.sweep.dir), int(hydra_cfg.job.num))
+
+
+class SweepCallback(Callback):
+    """Hydra callback: parent run at multirun start, its final status at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        tracker = _connect(config)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        overrides = list(config.hydra.overrides.task)
+        total = count_jobs(overrides, dict(config.hydra.sweeper.get("params") or {}))
+        sweep_id = new_sweep_id()
+        parent = tracking.start_run(
+            tracker,
+            f"sweep {sweep_id}",
+            params={"sweep.overrides": " ".join(overrides), "sweep.jobs": str(total)},
+            tags={tracking.TAG_SWEEP_ID: sweep_id, tracking.TAG_ROLE: "sweep", "sweep_dir": str(sweep_dir)},
+        )
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        state = SweepContext(sweep_id=sweep_id, parent_run_id=parent, total_jobs=total)
+        (sweep_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+        print(f"[bespoke_exp] sweep {sweep_id}: {total} jobs, parent run {parent}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        context = read_context(sweep_dir, 0)
+        tracker = _connect(config)
+        children = tracking.child_runs(tracker, context.parent_run_id)
+        finished = sum(run.info.status == "FINISHED" for run in children)
+        # A job that died before creating its run counts as failed too.
+        failed = max(len(children), context.total_jobs or 0) - finished
+        tracking.log_metrics(
+            tracker, context.parent_run_id, {"sweep/jobs_finished": finished, "sweep/jobs_failed": failed}
+        )
+        tracking.finish_run(tracker, context.parent_run_id, "FAILED" if failed else "FINISHED")
+        print(summary_text(tracker, context, children), flush=True)
+        if failed:
+            # Hydra swallows callback exceptions but not SystemExit: the sweep must exit non-zero.
+            print(f"[bespoke_exp] {failed} of {max(len(children), finished + failed)} jobs failed", file=sys.stderr)
+            raise SystemExit(1)
+
+
+def summary_text(tracker: tracking.Tracker, context: SweepContext, children: list) -> str:
+    lines = [
+        "",
+        f"sweep {context.sweep_id}: {len(children)} job runs under parent {context.parent_run_id}",
+    ]
+    for run in sorted(children, key=lambda r: r.info.run_name or ""):
+        lines.append(f"  {run.info.status:<9} {run.info.run_name:<24} {run.info.run_id}")
+        if run.info.status != "FINISHED" and "error" in run.data.tags:
+            lines.append(f"            {run.data.tags['error'][:200]}")
+    lines += [
+        f"experiment {tracker.experiment_name!r} (id {tracker.experiment_id}) in {tracker.uri}",
+        f"browse:  {tracker.ui_command()}   then open {tracker.ui_url()}",
+    ]
+    return "\n".join(lines)
+
+
+def _connect(config: DictConfig) -> tracking.Tracker:
+    t = config.tracking
+    return tracking.connect(str(t.uri), str(t.experiment), t.get("artifact_location"))

@@ -1,0 +1,166 @@
+"""The only module that imports mlflow. Everything goes through an explicit
+MlflowClient and explicit run ids (no fluent "active run" state), so a parent run
+id can travel to any worker process and jobs in one process never step on each other.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+# Tags: identity of a run, queryable as tags.<name> in search filters.
+TAG_SWEEP_ID = "sweep_id"
+TAG_ROLE = "bespoke.role"  # "sweep" (parent) or "job" (child)
+TAG_PARENT = "mlflow.parentRunId"
+MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
+
+
+class TrackingError(RuntimeError):
+    """The tracking store can't be used; the message names the URI."""
+
+
+@dataclass(frozen=True)
+class Tracker:
+    client: MlflowClient
+    uri: str
+    experiment_id: str
+    experiment_name: str
+
+    def ui_command(self) -> str:
+        return f"mlflow ui --backend-store-uri {self.uri}"
+
+    def ui_url(self, port: int = 5000) -> str:
+        # MLflow 3's UI opens experiments in GenAI mode; this view shows the nested runs table.
+        return f"http://127.0.0.1:{port}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+
+
+def default_artifact_location(uri: str) -> str | None:
+    """Artifacts beside a sqlite store (`.../mlflow.db` -> `.../artifacts`); a server decides its own."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        database = Path(uri[len("sqlite:///") :])
+        return (database.parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def connect(uri: str, experiment: str, artifact_location: str | None = None) -> Tracker:
+    """Open the store and get (or create) the experiment; fails fast naming the URI."""
+    if urlparse(uri).scheme == "sqlite":
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=artifact_location or default_artifact_location(uri)
+            )
+        else:
+            experiment_id = found.experiment_id
+    except Exception as error:
+        raise TrackingError(
+            f"cannot use MLflow tracking store tracking.uri={uri!r} (experiment {experiment!r}): {error}"
+        ) from error
+    return Tracker(client=client, uri=uri, experiment_id=experiment_id, experiment_name=experiment)
+
+
+def start_run(
+    tracker: Tracker,
+    name: str,
+    *,
+    parent_run_id: str | None = None,
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Create a RUNNING run (nested under `parent_run_id` when given) and log its params."""
+    all_tags = dict(tags or {})
+    if parent_run_id:
+        all_tags[TAG_PARENT] = parent_run_id
+    run = tracker.client.create_run(tracker.experiment_id, run_name=name, tags=all_tags)
+    log_params(tracker, run.info.run_id, params or {})
+    return run.info.run_id
+
+
+def log_params(tracker: Tracker, run_id: str, params: Mapping[str, str]) -> None:
+    items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # log_batch takes at most 100 params
+        tracker.client.log_batch(run_id, params=items[start : start + 100])
+
+
+def log_metrics(tracker: Tracker, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """One batched write (a single sqlite write costs ~3 ms per metric)."""
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    for start in range(0, len(items), 1000):
+        tracker.client.log_batch(run_id, metrics=items[start : start + 1000])
+
+
+def set_tags(tracker: Tracker, run_id: str, tags: Mapping[str, str]) -> None:
+    tracker.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_artifacts(tracker: Tracker, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
+    tracker.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def log_artifact(tracker: Tracker, run_id: str, local_file: Path, artifact_path: str | None = None) -> None:
+    tracker.client.log_artifact(run_id, str(local_file), artifact_path)
+
+
+def log_image(tracker: Tracker, run_id: str, image, key: str) -> None:
+    """Into the run's image view in the UI (not just the artifact tree)."""
+    tracker.client.log_image(run_id, image, key=key, step=0)
+
+
+def log_table(tracker: Tracker, run_id: str, rows: list[dict], artifact_file: str) -> None:
+    """A JSON table the UI renders (and `mlflow.load_table` reads back)."""
+    if rows:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        data = {c: [row.get(c) for row in rows] for c in columns}
+        tracker.client.log_table(run_id, data=data, artifact_file=artifact_file)
+
+
+def log_text(tracker: Tracker, run_id: str, text: str, artifact_file: str) -> None:
+    tracker.client.log_text(run_id, text, artifact_file)
+
+
+def finish_run(tracker: Tracker, run_id: str, status: str = "FINISHED") -> None:
+    tracker.client.set_terminated(run_id, status=status)
+
+
+def fail_run(tracker: Tracker, run_id: str, error: BaseException) -> None:
+    """FAILED (KILLED for Ctrl-C), with the message as a tag and the traceback as an artifact."""
+    message = f"{type(error).__name__}: {error}"
+    try:
+        set_tags(tracker, run_id, {"error": message[:5000]})
+        log_text(tracker, run_id, "".join(traceback.format_exception(error)), "error/traceback.txt")
+    finally:
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        tracker.client.set_terminated(run_id, status=status)
+
+
+def child_runs(tracker: Tracker, parent_run_id: str) -> list:
+    """Every run nested under the parent, all pages."""
+    runs, token = [], None
+    while True:
+        page = tracker.client.search_runs(
+            [tracker.experiment_id],
+            filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def get_run(tracker: Tracker, run_id: str):
+    return tracker.client.get_run(run_id)
+

@@ -1,0 +1,103 @@
+"""run_job end to end on the demo, against a real temporary MLflow store."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
+
+from bespoke_exp.checkpoint import CheckpointError
+from bespoke_exp.config import ConfigError
+from bespoke_exp.job import run_job
+from bespoke_exp.sweep import SweepContext
+
+
+def _runs(cfg):
+    client = MlflowClient(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_same_job_twice_gives_byte_identical_images(small_cfg, tmp_path):
+    first = run_job(small_cfg, output_dir=tmp_path / "a")
+    second = run_job(small_cfg, output_dir=tmp_path / "b")
+    names = sorted(p.name for p in (first.output_dir / "images").iterdir())
+    assert names == ["advanced_seed0.png", "basic_seed0.png"]
+    for name in names:
+        assert (tmp_path / "a" / "images" / name).read_bytes() == (tmp_path / "b" / "images" / name).read_bytes()
+
+
+def test_job_logs_params_tags_and_artifacts(small_cfg, tmp_path):
+    result = run_job(small_cfg, output_dir=tmp_path, sweep=SweepContext("s1", _parent(small_cfg), 1))
+    client, runs = _runs(small_cfg)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "epoch=03 guidance=7.5"
+    assert run.data.params["epoch"] == "3"
+    assert run.data.params["sampler.seeds"] == "[0]"
+    assert run.data.params["model.name"] == "demo"
+    assert run.data.params["checkpoint.path"].endswith("Bespoke_Punks_24x24_Pixel_Art-000003.safetensors")
+    tags = run.data.tags
+    assert tags["epoch"] == "3" and tags["guidance"] == "7.5" and tags["sweep_id"] == "s1"
+    assert len(tags["checkpoint_sha256"]) == 64 and len(tags["config_fingerprint"]) == 16
+    assert tags["mlflow.parentRunId"] == _parent(small_cfg)
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"grid.png", "config.yaml", "images"} <= artifacts
+    images = {a.path for a in client.list_artifacts(result.run_id, "images")}
+    assert {"images/basic_seed0.png", "images/advanced_seed0.png"} <= images
+
+
+_PARENTS = {}
+
+
+def _parent(cfg) -> str:
+    from bespoke_exp import tracking
+
+    key = cfg.tracking.uri
+    if key not in _PARENTS:
+        tracker = tracking.connect(cfg.tracking.uri, cfg.tracking.experiment)
+        _PARENTS[key] = tracking.start_run(tracker, "parent")
+    return _PARENTS[key]
+
+
+def test_missing_epoch_fails_the_run_with_the_reason(small_cfg, tmp_path, demo_dir):
+    (demo_dir / "checkpoints").joinpath("Bespoke_Punks_24x24_Pixel_Art-000003.safetensors").rename(
+        tmp_path / "moved.safetensors"
+    )
+    try:
+        with pytest.raises(CheckpointError, match="epochs with a file: 1, 2, 4, 5, 6, 7, 8, 9, 10"):
+            run_job(small_cfg, output_dir=tmp_path)
+    finally:
+        (tmp_path / "moved.safetensors").rename(
+            demo_dir / "checkpoints" / "Bespoke_Punks_24x24_Pixel_Art-000003.safetensors"
+        )
+    client, runs = _runs(small_cfg)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "Bespoke_Punks_24x24_Pixel_Art-000003.safetensors" in runs[0].data.tags["error"]
+    assert "error" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("sampler.steps", 0, "sampler.steps=0 must be > 0"),
+        ("sampler.guidance", -1.0, "guidance=-1.0 must be >= 0"),
+        ("sampler.width", 100, "sampler.width=100 must be a positive multiple of 8"),
+        ("sampler.seeds", [], "sampler.seeds is empty"),
+        ("epoch", "...", "epoch='...' must be an integer"),
+    ],
+)
+def test_bad_sampler_values_are_rejected_before_any_run(small_cfg, tmp_path, key, value, message):
+    with open_dict(small_cfg):
+        parent, leaf = key.rsplit(".", 1) if "." in key else (None, key)
+        (small_cfg[parent] if parent else small_cfg)[leaf] = value
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        run_job(small_cfg, output_dir=tmp_path)
+    assert _runs(small_cfg)[1] == []
+
+
+def test_unwritable_tracking_store_fails_fast_naming_the_uri(small_cfg, tmp_path):
+    blocker = tmp_path / "file_not_dir"
+    blocker.write_text("")
+    with open_dict(small_cfg):
+        small_cfg.tracking.uri = f"sqlite:///{blocker}/mlflow.db"
+    with pytest.raises(Exception, match="file_not_dir"):
+        run_job(small_cfg, output_dir=tmp_path)

@@ -1,0 +1,76 @@
+"""The real CLI as a subprocess: Hydra's launcher, the callback, a real MLflow store."""
+
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+STEM = "Bespoke_Punks_24x24_Pixel_Art"
+
+
+def _sweep(tmp_path, demo_dir, *overrides):
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    command = [
+        sys.executable, "-m", "bespoke_exp", "-m",
+        f"paths.demo={demo_dir}",
+        f"tracking.uri={uri}",
+        "tracking.experiment=sweep",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "sampler.steps=2", "sampler.seeds=[0,1]", "sampler.width=128", "sampler.height=128",
+        *overrides,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("bespoke.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("bespoke.role") == "job"]
+    return done, client, parents, children
+
+
+def test_sweep_logs_one_parent_and_a_finished_child_per_job(tmp_path, demo_dir):
+    done, client, parents, children = _sweep(tmp_path, demo_dir, "epoch=1,2,...,3", "guidance=5,7.5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 6
+    assert {(r.data.tags["epoch"], r.data.tags["guidance"]) for r in children} == {
+        (e, g) for e in ("1", "2", "3") for g in ("5", "7.5")
+    }
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
+        assert child.data.params["sampler.seeds"] == "[0, 1]"
+        assert len(child.data.tags["checkpoint_sha256"]) == 64
+        images = {a.path for a in client.list_artifacts(child.info.run_id, "images")}
+        assert len([p for p in images if p.endswith("seed0.png") or p.endswith("seed1.png")]) == 6
+    # Paired seeds: one sha per epoch, shared across guidance values.
+    shas = {(r.data.tags["epoch"], r.data.tags["checkpoint_sha256"]) for r in children}
+    assert len(shas) == 3 and len({sha for _, sha in shas}) == 3
+    assert "[job 6/6" in done.stdout
+    assert "mlflow ui --backend-store-uri" in done.stdout
+
+
+def test_missing_epoch_fails_its_job_only_and_the_sweep_exits_non_zero(tmp_path, demo_dir):
+    partial = tmp_path / "partial_run"
+    partial.mkdir()
+    for epoch in (1, 3):
+        (partial / f"{STEM}-{epoch:06d}.safetensors").symlink_to(
+            demo_dir / "checkpoints" / f"{STEM}-{epoch:06d}.safetensors"
+        )
+    done, client, parents, children = _sweep(
+        tmp_path, demo_dir, "epoch=1,2,3", "guidance=7.5", f"checkpoint.dir={partial}"
+    )
+    assert done.returncode != 0
+    status = {r.data.tags["epoch"]: r.info.status for r in children}
+    assert status == {"1": "FINISHED", "2": "FAILED", "3": "FINISHED"}
+    failed = next(r for r in children if r.data.tags["epoch"] == "2")
+    assert f"{STEM}-000002.safetensors" in failed.data.tags["error"]
+    assert "epochs with a file: 1, 3" in failed.data.tags["error"]
+    assert parents[0].info.status == "FAILED"
+    assert "1 of 3 jobs failed" in done.stderr
