@@ -52,6 +52,13 @@ def validate_job_config(cfg: DictConfig) -> None:
     ids = [item.get("id") for item in items]
     if len(set(ids)) != len(ids) or any(not i for i in ids):
         problems.append(f"prompts.items ids must be unique and non-empty, got {ids}")
+    from bespoke_exp.prompt_spec import validate_prompt
+
+    for item in items:
+        try:
+            validate_prompt(str(item.get("text", "")), int(cfg.prompts.get("cells", 24)))
+        except ValueError as error:
+            problems.append(f"prompts item {item.get('id')!r}: {error}")
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 

@@ -138,6 +138,11 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix)
     )
     grid.save(output_dir / "grid.png")
 
+    scores = score_images(cfg, generated)
+    tracking.log_table(tracker, run_id, scores.rows, "metrics/per_image.json")
+    tracking.log_table(tracker, run_id, scores.checks, "metrics/checks.json")
+    tracking.log_metrics(tracker, run_id, scores.aggregates)
+
     tracking.log_artifacts(tracker, run_id, images_dir, "images")
     tracking.log_artifact(tracker, run_id, output_dir / "grid.png")
     tracking.log_artifact(tracker, run_id, output_dir / "config.yaml")
@@ -152,6 +157,55 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix)
         },
     )
     return len(items)
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    rows: list[dict]  # one per image: prompt, seed, every metric
+    checks: list[dict]  # one per image x prompt constraint
+    aggregates: dict[str, float]  # job-level, plus `by_prompt/<id>/...` per prompt
+
+
+def score_images(cfg: DictConfig, generated: dict) -> ImageScores:
+    """Pixel metrics and prompt checks for every (prompt id, seed) -> image."""
+    from bespoke_exp.metrics import aggregate, evaluate
+
+    m = cfg.metrics
+    weights = OmegaConf.to_container(m.weights, resolve=True)
+    regions = OmegaConf.to_container(m.regions, resolve=True)
+    prompts = {str(p.id): p for p in cfg.prompts["items"]}
+    rows, checks, by_prompt = [], [], {}
+    for (prompt_id, seed), image in generated.items():
+        prompt = prompts[prompt_id]
+        evaluation = evaluate(
+            image,
+            str(prompt.text),
+            cells=int(m.cells),
+            expectations=[str(e) for e in prompt.get("expectations") or []],
+            palette=m.palette,
+            weights=weights,
+            regions=regions,
+            tolerance=int(m.tolerance),
+            pass_share=float(m.pass_share),
+        )
+        by_prompt.setdefault(prompt_id, []).append(evaluation)
+        rows.append({"prompt_id": prompt_id, "split": str(prompt.get("split", "")), "seed": seed, **evaluation.metrics})
+        checks += [
+            {
+                "prompt_id": prompt_id,
+                "seed": seed,
+                "check": c.name,
+                "checked": c.checked,
+                "passed": c.passed,
+                "passed_tolerant": c.passed_tolerant,
+                "detail": c.detail,
+            }
+            for c in evaluation.checks
+        ]
+    aggregates = aggregate([e for evs in by_prompt.values() for e in evs])
+    for prompt_id, evaluations in by_prompt.items():
+        aggregates.update({f"by_prompt/{prompt_id}/{k}": v for k, v in aggregate(evaluations).items()})
+    return ImageScores(rows=rows, checks=checks, aggregates=aggregates)
 
 
 def _progress_prefix(sweep: SweepContext | None, name: str) -> str:

@@ -43,6 +43,12 @@ def test_job_logs_params_tags_and_artifacts(small_cfg, tmp_path):
     assert {"grid.png", "config.yaml", "images"} <= artifacts
     images = {a.path for a in client.list_artifacts(result.run_id, "images")}
     assert {"images/basic_seed0.png", "images/advanced_seed0.png"} <= images
+    tables = {a.path for a in client.list_artifacts(result.run_id, "metrics")}
+    assert {"metrics/per_image.json", "metrics/checks.json"} <= tables
+    metrics = run.data.metrics
+    assert 0.0 <= metrics["score"] <= 1.0
+    assert "by_prompt/advanced/score" in metrics and "by_prompt/basic/score" in metrics
+    assert "check/pupils_8_12" in metrics and "by_prompt/advanced/check/pupils_8_12" in metrics
 
 
 _PARENTS = {}
@@ -92,6 +98,13 @@ def test_bad_sampler_values_are_rejected_before_any_run(small_cfg, tmp_path, key
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         run_job(small_cfg, output_dir=tmp_path)
     assert _runs(small_cfg)[1] == []
+
+
+def test_prompt_coordinate_outside_the_grid_is_a_config_error(small_cfg, tmp_path):
+    with open_dict(small_cfg):
+        small_cfg.prompts["items"][0].text = "TOK bespoke, black pupils fixed at (8,30) and (13,12)"
+    with pytest.raises(ConfigError, match=r"'basic'.*\(8,30\)"):
+        run_job(small_cfg, output_dir=tmp_path)
 
 
 def test_unwritable_tracking_store_fails_fast_naming_the_uri(small_cfg, tmp_path):
