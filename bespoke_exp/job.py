@@ -29,7 +29,6 @@ class JobResult:
     status: str
     images: int
     output_dir: Path
-    error: str | None = None
 
 
 def run_name(epoch: int, guidance: float) -> str:

@@ -33,12 +33,7 @@ def expand_ellipsis(argument: str) -> str:
             f"{argument!r}: {end} is not reached from {head[0]} in steps of {step}"
         )
     sequence = [head[0] + i * step for i in range(int(count) + 1)]
-    return f"{key}={','.join(_format(v) for v in sequence)}"
-
-
-def _format(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return text
+    return f"{key}={','.join(format(v.normalize(), 'f') for v in sequence)}"
 
 
 def expand_arguments(argv: list[str]) -> list[str]:
