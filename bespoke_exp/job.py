@@ -140,7 +140,6 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix)
     scores = score_images(cfg, generated)
     tracking.log_table(tracker, run_id, scores.rows, "metrics/per_image.json")
     tracking.log_table(tracker, run_id, scores.checks, "metrics/checks.json")
-    tracking.log_metrics(tracker, run_id, scores.aggregates)
 
     tracking.log_artifacts(tracker, run_id, images_dir, "images")
     tracking.log_artifact(tracker, run_id, output_dir / "grid.png")
@@ -150,6 +149,7 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix)
         tracker,
         run_id,
         {
+            **scores.aggregates,
             "time/pipeline_load_s": load_seconds,
             "time/generate_s": generate_seconds,
             "time/per_image_s": generate_seconds / len(items),
