@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 from bespoke_exp.config import CONF_DIR, register_resolvers
 from bespoke_exp.job import run_job
 from bespoke_exp.overrides import expand_arguments
-from bespoke_exp.sweep import current_context
+from bespoke_exp.sweep import close_interrupted_sweeps, current_context
 
 log = logging.getLogger("bespoke_exp")
 
@@ -34,10 +35,20 @@ def main(cfg: DictConfig) -> None:
         log.exception("job failed")
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+
 def cli() -> None:
+    # A kill (SIGTERM) unwinds like Ctrl-C, so the running job is marked KILLED, not left RUNNING.
+    signal.signal(signal.SIGTERM, _interrupt)
     register_resolvers()
     sys.argv = [sys.argv[0], *expand_arguments(sys.argv[1:])]
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        close_interrupted_sweeps()
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -8,14 +8,14 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PROJECT_ROOT = CONF_DIR.parent
 
-# Where an identical job must give identical images: everything but where things are
-# stored and how the run is tracked.
-FINGERPRINT_EXCLUDES = ("paths", "tracking", "hydra")
+# An identical job gives identical images whatever is excluded here: where things are
+# stored, how the run is tracked, and whether to re-run it.
+FINGERPRINT_EXCLUDES = ("paths", "tracking", "hydra", "force")
 
 
 def register_resolvers() -> None:
@@ -88,8 +88,19 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def fingerprint(data: dict, exclude: Iterable[str] = FINGERPRINT_EXCLUDES) -> str:
-    """Short stable hash of the job's effective settings (see FINGERPRINT_EXCLUDES)."""
+def job_fingerprint(cfg: DictConfig, exclude: Iterable[str] = FINGERPRINT_EXCLUDES) -> str:
+    """Short stable hash of what decides a job's images, the same on every machine.
+
+    `paths.*` are masked before resolving, so the demo's cache folder (inside
+    `model.pretrained`) does not leak in; the checkpoint folder is left out because the
+    checkpoint's sha256 identifies the file wherever it lives.
+    """
+    masked = cfg.copy()
+    with open_dict(masked):
+        for key in list(masked.get("paths") or {}):
+            masked.paths[key] = f"<paths.{key}>"
+    data = job_config(masked)
+    data.get("checkpoint", {}).pop("dir", None)
     kept = {k: v for k, v in data.items() if k not in set(exclude)}
     canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -15,8 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from bespoke_exp import checkpoint as ckpt
-from bespoke_exp import tracking
-from bespoke_exp.config import fingerprint, flatten, job_config, validate_job_config
+from bespoke_exp import image_store, tracking
+from bespoke_exp.config import flatten, job_config, job_fingerprint, validate_job_config
 from bespoke_exp.grids import labelled_grid
 from bespoke_exp.sweep import SweepContext
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class JobResult:
     run_id: str
-    status: str
+    status: str  # FINISHED, or SKIPPED when an identical FINISHED run was reused
     images: int
     output_dir: Path
 
@@ -36,8 +36,11 @@ def run_name(epoch: int, guidance: float) -> str:
 
 
 def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = None) -> JobResult:
-    """Generate, save and log one job. Bad config and an unusable tracking store raise
-    before any run is created; any later error marks the run FAILED and re-raises."""
+    """Generate, save and log one job, or reuse an identical FINISHED run (unless `force`).
+
+    Bad config and an unusable tracking store raise before any run is created; any later
+    error marks the run FAILED (KILLED for Ctrl-C / SIGTERM) and re-raises.
+    """
     validate_job_config(cfg)
     epoch, guidance = int(cfg.epoch), float(cfg.sampler.guidance)
     tracker = tracking.connect(str(cfg.tracking.uri), str(cfg.tracking.experiment), cfg.tracking.artifact_location)
@@ -45,38 +48,56 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
         from bespoke_exp.demo import ensure_demo
 
         ensure_demo(Path(cfg.paths.demo))
-    resolved = job_config(cfg)
+    name = run_name(epoch, guidance)
+    prefix = _progress_prefix(sweep, name)
     tags = {
         "epoch": str(epoch),
         "guidance": f"{guidance:g}",
-        "config_fingerprint": fingerprint(resolved),
+        "config_fingerprint": job_fingerprint(cfg),
+        "output_dir": str(output_dir),
         tracking.TAG_ROLE: "job",
     }
     if sweep is not None:
         tags[tracking.TAG_SWEEP_ID] = sweep.sweep_id
-    name = run_name(epoch, guidance)
-    run_id = tracking.start_run(
-        tracker,
-        name,
-        parent_run_id=sweep.parent_run_id if sweep else None,
-        params=flatten(resolved),
-        tags=tags,
-    )
-    if sweep is None:
-        tracking.set_tags(tracker, run_id, {tracking.TAG_SWEEP_ID: run_id})  # its own parent
-    prefix = _progress_prefix(sweep, name)
-    try:
-        if cfg.model.get("build_demo"):
-            from bespoke_exp.demo import ensure_demo
 
-            ensure_demo(Path(cfg.paths.demo))
+    def start(extra_tags: dict) -> str:
+        run_id = tracking.start_run(
+            tracker,
+            name,
+            parent_run_id=sweep.parent_run_id if sweep else None,
+            params=flatten(job_config(cfg)),
+            tags={**tags, **extra_tags},
+        )
+        if sweep is None:
+            tracking.set_tags(tracker, run_id, {tracking.TAG_SWEEP_ID: run_id})  # its own parent
+        return run_id
+
+    try:
         checkpoint_path = ckpt.resolve_checkpoint(
             cfg.checkpoint.dir, cfg.checkpoint.stem, epoch, int(cfg.checkpoint.epochs)
         )
         info = ckpt.describe_checkpoint(checkpoint_path, epoch)
-        tracking.set_tags(tracker, run_id, {"checkpoint_sha256": info.sha256})
+    except ckpt.CheckpointError as error:
+        tracking.fail_run(tracker, start({}), error)  # on record in the sweep, like any failure
+        print(f"{prefix} FAILED: {error}", flush=True)
+        raise
+    identity = {"config_fingerprint": tags["config_fingerprint"], "checkpoint_sha256": info.sha256}
+
+    if not cfg.get("force"):
+        finished = tracking.find_job_runs(tracker, identity, status="FINISHED")
+        if finished:
+            previous = finished[0].info.run_id
+            if sweep is not None:
+                tracking.set_tags(
+                    tracker, sweep.parent_run_id, {f"{tracking.TAG_REUSED_PREFIX}{sweep.job_index}": previous}
+                )
+            print(f"{prefix} SKIPPED: identical run {previous} already FINISHED (force=true re-runs it)", flush=True)
+            return JobResult(run_id=previous, status="SKIPPED", images=0, output_dir=output_dir)
+
+    run_id = start({"checkpoint_sha256": info.sha256})
+    try:
         tracking.log_params(tracker, run_id, {"checkpoint.path": str(checkpoint_path)})
-        count = _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix)
+        count = _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix, identity)
         tracking.finish_run(tracker, run_id)
     except BaseException as error:
         tracking.fail_run(tracker, run_id, error)
@@ -85,7 +106,20 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
     return JobResult(run_id=run_id, status="FINISHED", images=count, output_dir=output_dir)
 
 
-def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix) -> int:
+def _earlier_images(tracker, run_id, identity, names, prefix) -> dict | None:
+    """Images a crashed or killed attempt at this exact job left on disk, if intact."""
+    for run in tracking.find_job_runs(tracker, identity):
+        if run.info.run_id == run_id or run.info.status == "FINISHED" or "output_dir" not in run.data.tags:
+            continue
+        images, reason = image_store.load_intact(Path(run.data.tags["output_dir"]) / "images", identity, names)
+        verdict = "reusing images" if images else "regenerating"
+        print(f"{prefix} earlier attempt {run.info.run_id} ({run.info.status}): {verdict}: {reason}", flush=True)
+        if images:
+            return images
+    return None
+
+
+def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix, identity) -> int:
     from bespoke_exp import pipeline as pl
 
     items = [
@@ -105,27 +139,18 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix)
     images_dir = output_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(job_config(cfg)))
+    names = {(item.prompt_id, item.seed): image_file_name(item.prompt_id, item.seed) for item in items}
 
-    started = time.perf_counter()
-    pipe = pl.load_pipeline(
-        str(cfg.model.pretrained), device=str(cfg.model.device), dtype=cfg.model.dtype, variant=cfg.model.variant
-    )
-    load_seconds = time.perf_counter() - started
-    pl.set_scheduler(pipe, settings.scheduler)
-    for prompt in cfg.prompts["items"]:
-        tokens, limit = pl.count_prompt_tokens(pipe, str(prompt.text))
-        tracking.log_params(tracker, run_id, {f"prompt_tokens.{prompt.id}": str(tokens)})
-        if tokens > limit:
-            print(f"{prefix} note: prompt {prompt.id!r} is {tokens} tokens; the text encoders read the first {limit}")
-    generated = {}
-    started = time.perf_counter()
-    with pl.lora_applied(pipe, checkpoint_path, float(cfg.checkpoint.lora_scale)):
-        for done, (item, image) in enumerate(pl.generate(pipe, items, settings), start=1):
-            path = images_dir / f"{item.prompt_id}_seed{item.seed}.png"
-            image.save(path)  # PNG: lossless, so metrics see exactly what the model made
-            generated[(item.prompt_id, item.seed)] = image
-            print(f"{prefix} image {done}/{len(items)} {path.name}", flush=True)
-    generate_seconds = time.perf_counter() - started
+    timings = {}
+    earlier = _earlier_images(tracker, run_id, identity, list(names.values()), prefix)
+    if earlier is not None:
+        generated = {key: earlier[name] for key, name in names.items()}
+        for key, image in generated.items():
+            image.save(images_dir / names[key])
+    else:
+        generated, timings, token_counts = _generate(cfg, checkpoint_path, items, settings, images_dir, names, prefix)
+        tracking.log_params(tracker, run_id, token_counts)
+    image_store.write_manifest(images_dir, identity, list(names.values()))
 
     prompt_ids = [str(p.id) for p in cfg.prompts["items"]]
     seeds = [int(s) for s in cfg.sampler.seeds]
@@ -145,17 +170,37 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix)
     tracking.log_artifact(tracker, run_id, output_dir / "grid.png")
     tracking.log_artifact(tracker, run_id, output_dir / "config.yaml")
     tracking.log_image(tracker, run_id, grid, key="grid")
-    tracking.log_metrics(
-        tracker,
-        run_id,
-        {
-            **scores.aggregates,
-            "time/pipeline_load_s": load_seconds,
-            "time/generate_s": generate_seconds,
-            "time/per_image_s": generate_seconds / len(items),
-        },
-    )
+    tracking.log_metrics(tracker, run_id, {**scores.aggregates, **timings})
     return len(items)
+
+
+def _generate(cfg, checkpoint_path, items, settings, images_dir, names, prefix) -> tuple[dict, dict, dict]:
+    """Images saved as they come; returns them with timings and prompt token counts."""
+    from bespoke_exp import pipeline as pl
+
+    timings, token_counts = {}, {}
+    started = time.perf_counter()
+    pipe = pl.load_pipeline(
+        str(cfg.model.pretrained), device=str(cfg.model.device), dtype=cfg.model.dtype, variant=cfg.model.variant
+    )
+    timings["time/pipeline_load_s"] = time.perf_counter() - started
+    pl.set_scheduler(pipe, settings.scheduler)
+    for prompt in cfg.prompts["items"]:
+        tokens, limit = pl.count_prompt_tokens(pipe, str(prompt.text))
+        token_counts[f"prompt_tokens.{prompt.id}"] = str(tokens)
+        if tokens > limit:
+            print(f"{prefix} note: prompt {prompt.id!r} is {tokens} tokens; the text encoders read the first {limit}")
+    generated = {}
+    started = time.perf_counter()
+    with pl.lora_applied(pipe, checkpoint_path, float(cfg.checkpoint.lora_scale)):
+        for done, (item, image) in enumerate(pl.generate(pipe, items, settings), start=1):
+            path = images_dir / names[(item.prompt_id, item.seed)]
+            image.save(path)  # PNG: lossless, so metrics see exactly what the model made
+            generated[(item.prompt_id, item.seed)] = image
+            print(f"{prefix} image {done}/{len(items)} {path.name}", flush=True)
+    timings["time/generate_s"] = time.perf_counter() - started
+    timings["time/per_image_s"] = timings["time/generate_s"] / len(items)
+    return generated, timings, token_counts
 
 
 @dataclass(frozen=True)
@@ -205,6 +250,10 @@ def score_images(cfg: DictConfig, generated: dict) -> ImageScores:
     for prompt_id, evaluations in by_prompt.items():
         aggregates.update({f"by_prompt/{prompt_id}/{k}": v for k, v in aggregate(evaluations).items()})
     return ImageScores(rows=rows, checks=checks, aggregates=aggregates)
+
+
+def image_file_name(prompt_id: str, seed: int) -> str:
+    return f"{prompt_id}_seed{seed}.png"
 
 
 def _progress_prefix(sweep: SweepContext | None, name: str) -> str:

@@ -36,6 +36,11 @@ class SweepContext:
     job_index: int = 0  # 0-based, Hydra's job.num
 
 
+# Parent runs this process opened and not yet closed. A Ctrl-C or kill can land anywhere,
+# including inside Hydra between jobs, so the CLI closes these as KILLED on the way out.
+_OPEN_PARENTS: dict[str, tuple[tracking.Tracker, SweepContext]] = {}
+
+
 def new_sweep_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
@@ -93,36 +98,57 @@ class SweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         state = SweepContext(sweep_id=sweep_id, parent_run_id=parent, total_jobs=total)
         (sweep_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+        _OPEN_PARENTS[parent] = (tracker, state)
         print(f"[bespoke_exp] sweep {sweep_id}: {total} jobs, parent run {parent}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         context = read_context(sweep_dir, 0)
+        _OPEN_PARENTS.pop(context.parent_run_id, None)
         tracker = _connect(config)
-        children = tracking.child_runs(tracker, context.parent_run_id)
+        children, reused = tracking.sweep_runs(tracker, context.parent_run_id)
         finished = sum(run.info.status == "FINISHED" for run in children)
         # A job that died before creating its run counts as failed too.
-        failed = max(len(children), context.total_jobs or 0) - finished
+        total = max(len(children) + len(reused), context.total_jobs or 0)
+        failed = total - finished - len(reused)
         tracking.log_metrics(
-            tracker, context.parent_run_id, {"sweep/jobs_finished": finished, "sweep/jobs_failed": failed}
+            tracker,
+            context.parent_run_id,
+            {"sweep/jobs_finished": finished, "sweep/jobs_reused": len(reused), "sweep/jobs_failed": failed},
         )
         tracking.finish_run(tracker, context.parent_run_id, "FAILED" if failed else "FINISHED")
-        print(summary_text(tracker, context, children), flush=True)
+        print(summary_text(tracker, context, children, reused), flush=True)
         if failed:
             # Hydra swallows callback exceptions but not SystemExit: the sweep must exit non-zero.
-            print(f"[bespoke_exp] {failed} of {max(len(children), finished + failed)} jobs failed", file=sys.stderr)
+            print(f"[bespoke_exp] {failed} of {total} jobs failed", file=sys.stderr)
             raise SystemExit(1)
 
 
-def summary_text(tracker: tracking.Tracker, context: SweepContext, children: list) -> str:
+def close_interrupted_sweeps() -> None:
+    """After Ctrl-C or a kill, mark this process's open parent runs KILLED (Hydra never
+    calls on_multirun_end then). Re-running the same command redoes only unfinished jobs."""
+    while _OPEN_PARENTS:
+        parent_run_id, (tracker, context) = _OPEN_PARENTS.popitem()
+        tracking.finish_run(tracker, parent_run_id, "KILLED")
+        print(
+            f"[bespoke_exp] sweep {context.sweep_id} interrupted; parent run {parent_run_id} marked KILLED. "
+            "Run the same command again to resume: finished jobs are skipped.",
+            file=sys.stderr,
+        )
+
+
+def summary_text(tracker: tracking.Tracker, context: SweepContext, children: list, reused: list = ()) -> str:
     lines = [
         "",
-        f"sweep {context.sweep_id}: {len(children)} job runs under parent {context.parent_run_id}",
+        f"sweep {context.sweep_id}: {len(children)} job runs under parent {context.parent_run_id}"
+        + (f", {len(reused)} skipped (identical runs already FINISHED, reused)" if reused else ""),
     ]
     for run in sorted(children, key=lambda r: r.info.run_name or ""):
         lines.append(f"  {run.info.status:<9} {run.info.run_name:<24} {run.info.run_id}")
         if run.info.status != "FINISHED" and "error" in run.data.tags:
             lines.append(f"            {run.data.tags['error'][:200]}")
+    for run in sorted(reused, key=lambda r: r.info.run_name or ""):
+        lines.append(f"  {'REUSED':<9} {run.info.run_name:<24} {run.info.run_id}")
     lines += [
         f"experiment {tracker.experiment_name!r} (id {tracker.experiment_id}) in {tracker.uri}",
         f"browse:  {tracker.ui_command()}   then open {tracker.ui_url()}",

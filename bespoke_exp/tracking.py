@@ -19,6 +19,9 @@ from mlflow.tracking import MlflowClient
 TAG_SWEEP_ID = "sweep_id"
 TAG_ROLE = "bespoke.role"  # "sweep" (parent) or "job" (child)
 TAG_PARENT = "mlflow.parentRunId"
+# On a parent run: `bespoke.reused.<job number>` = id of the earlier FINISHED run that did
+# that job's exact work, so the sweep covers it without redoing or copying it.
+TAG_REUSED_PREFIX = "bespoke.reused."
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
 
 
@@ -163,4 +166,21 @@ def child_runs(tracker: Tracker, parent_run_id: str) -> list:
 
 def get_run(tracker: Tracker, run_id: str):
     return tracker.client.get_run(run_id)
+
+
+def find_job_runs(tracker: Tracker, identity: Mapping[str, str], status: str | None = None) -> list:
+    """Job runs in the experiment whose tags equal `identity`, newest first."""
+    clauses = [f"tags.`{TAG_ROLE}` = 'job'"] + [f"tags.`{k}` = '{v}'" for k, v in identity.items()]
+    if status:
+        clauses.append(f"attributes.status = '{status}'")
+    return tracker.client.search_runs(
+        [tracker.experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"], max_results=100
+    )
+
+
+def sweep_runs(tracker: Tracker, parent_run_id: str) -> tuple[list, list]:
+    """(runs nested under the parent, earlier runs the sweep reused instead of redoing)."""
+    parent = tracker.client.get_run(parent_run_id)
+    reused_ids = [v for k, v in sorted(parent.data.tags.items()) if k.startswith(TAG_REUSED_PREFIX)]
+    return child_runs(tracker, parent_run_id), [tracker.client.get_run(i) for i in dict.fromkeys(reused_ids)]
 

@@ -18,8 +18,11 @@ def _runs(cfg):
 
 def test_same_job_twice_gives_byte_identical_images(small_cfg, tmp_path):
     first = run_job(small_cfg, output_dir=tmp_path / "a")
+    with open_dict(small_cfg):
+        small_cfg.force = True
     second = run_job(small_cfg, output_dir=tmp_path / "b")
-    names = sorted(p.name for p in (first.output_dir / "images").iterdir())
+    assert second.status == "FINISHED" and second.run_id != first.run_id
+    names = sorted(p.name for p in (first.output_dir / "images").glob("*.png"))
     assert names == ["advanced_seed0.png", "basic_seed0.png"]
     for name in names:
         assert (tmp_path / "a" / "images" / name).read_bytes() == (tmp_path / "b" / "images" / name).read_bytes()

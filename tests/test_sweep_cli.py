@@ -1,34 +1,48 @@
 """The real CLI as a subprocess: Hydra's launcher, the callback, a real MLflow store."""
 
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from bespoke_exp import tracking
 
 pytestmark = pytest.mark.slow
 
 STEM = "Bespoke_Punks_24x24_Pixel_Art"
 
 
-def _sweep(tmp_path, demo_dir, *overrides):
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    command = [
+def _command(tmp_path, demo_dir, *overrides, sweep_dir="sweep"):
+    return [
         sys.executable, "-m", "bespoke_exp", "-m",
         f"paths.demo={demo_dir}",
-        f"tracking.uri={uri}",
+        f"tracking.uri={_uri(tmp_path)}",
         "tracking.experiment=sweep",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweep.dir={tmp_path / sweep_dir}",
         "sampler.steps=2", "sampler.seeds=[0,1]", "sampler.width=128", "sampler.height=128",
         *overrides,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    client = MlflowClient(uri)
+
+
+def _uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+def _runs(tmp_path):
+    client = MlflowClient(_uri(tmp_path))
     experiment = client.get_experiment_by_name("sweep")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
     parents = [r for r in runs if r.data.tags.get("bespoke.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("bespoke.role") == "job"]
-    return done, client, parents, children
+    return client, parents, children
+
+
+def _sweep(tmp_path, demo_dir, *overrides):
+    done = subprocess.run(_command(tmp_path, demo_dir, *overrides), capture_output=True, text=True, timeout=600)
+    return (done, *_runs(tmp_path))
 
 
 def test_sweep_logs_one_parent_and_a_finished_child_per_job(tmp_path, demo_dir):
@@ -74,3 +88,37 @@ def test_missing_epoch_fails_its_job_only_and_the_sweep_exits_non_zero(tmp_path,
     assert "epochs with a file: 1, 3" in failed.data.tags["error"]
     assert parents[0].info.status == "FAILED"
     assert "1 of 3 jobs failed" in done.stderr
+
+
+def test_killed_sweep_resumes_with_exactly_the_unfinished_jobs(tmp_path, demo_dir):
+    axes = ("epoch=1,2,3", "guidance=5,7.5")
+    process = subprocess.Popen(
+        _command(tmp_path, demo_dir, *axes, sweep_dir="first"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if sum(r.info.status == "FINISHED" for r in _runs(tmp_path)[2]) >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    _, parents, children = _runs(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"], stderr[-4000:]
+    assert "RUNNING" not in {c.info.status for c in children}
+    done_before = {c.info.run_id: (c.data.tags["epoch"], c.data.tags["guidance"])
+                   for c in children if c.info.status == "FINISHED"}
+    assert 2 <= len(done_before) < 6
+
+    rerun = subprocess.run(_command(tmp_path, demo_dir, *axes, sweep_dir="second"), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    client, parents, _ = _runs(tmp_path)
+    parent = next(p for p in parents if p.info.status == "FINISHED")
+    tracker = tracking.connect(_uri(tmp_path), "sweep")
+    new_children, reused = tracking.sweep_runs(tracker, parent.info.run_id)
+    assert {r.info.run_id for r in reused} == set(done_before)
+    ran_now = {(c.data.tags["epoch"], c.data.tags["guidance"]) for c in new_children}
+    assert ran_now.isdisjoint(done_before.values())
+    assert ran_now | set(done_before.values()) == {(e, g) for e in ("1", "2", "3") for g in ("5", "7.5")}
+    assert all(c.info.status == "FINISHED" for c in new_children)
+    assert f"{len(done_before)} skipped" in rerun.stdout
