@@ -1,10 +1,18 @@
-"""Labelled contact sheets of generated images (PIL only)."""
+"""Labelled contact sheets of generated images (PIL only).
+
+    >>> labelled_grid([[img_a, img_b]], ["prompt 1"], ["seed 0", "seed 1"]).save("grid.png")
+    >>> comparison_sheet({(6, 7.5): img}, epochs=[6], guidances=[7.5], best=(6, 7.5)).save("sheet.png")
+    >>> seed_sheet({("p1", 0): img}, ["p1"], [0]).save("seeds.png")
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from bespoke_exp.pixels import recover_grid
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -40,4 +48,243 @@ def labelled_grid(
         for c, image in enumerate(row):
             tile = image.convert("RGB").resize((cell_size, cell_size), Image.NEAREST)
             sheet.paste(tile, (label_width + c * cell_size, y))
+    return sheet
+
+
+# --- Generated | recovered comparison sheets -------------------------------------------
+#
+# Each tile pairs a generated picture with the cells x cells grid recovered from it, so a
+# reader sees both what the model drew and what the metrics scored. comparison_sheet
+# (epochs x guidances, one prompt and seed) and seed_sheet (prompts x seeds, one cell)
+# share one layout and one tile painter.
+
+BEST_RGB = (213, 94, 0)  # Okabe-Ito vermillion: the "best" colour in every figure and sheet
+_MISSING_RGB = (214, 214, 214)
+_HATCH_RGB = (192, 192, 192)
+_FRAME_RGB = (170, 170, 170)  # thin frame so white-background art still shows its edge
+_INK_RGB = (20, 20, 20)
+_MUTED_RGB = (100, 100, 100)
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom (PIL convention, right/bottom exclusive)
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """What one tile shows: an image (None = missing) with its caption and highlight."""
+
+    image: Image.Image | None
+    recovered: Image.Image | None = None
+    caption: str = ""
+    best: bool = False
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont) -> tuple[int, int]:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return int(right - left), int(bottom - top)
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
+    """Text shortened with '...' to fit `width` pixels (long prompt ids must not overlap tiles)."""
+    if _text_size(draw, text, font)[0] <= width:
+        return text
+    while text and _text_size(draw, text + "...", font)[0] > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def _thumbnail(image: Image.Image, size: int) -> Image.Image:
+    """`image` padded into a size x size square.
+
+    NEAREST when enlarging keeps pixel art crisp; BOX when shrinking averages a 1024 px
+    render honestly instead of picking every 5th pixel (which would invent speckle).
+    """
+    image = image.convert("RGB")
+    method = Image.NEAREST if max(image.size) <= size else Image.BOX
+    return ImageOps.pad(image, (size, size), method=method, color="white")
+
+
+def _missing_tile(width: int, height: int, font: ImageFont.ImageFont) -> Image.Image:
+    """Grey hatched tile saying "missing": a failed job must not look like a blank render."""
+    tile = Image.new("RGB", (width, height), _MISSING_RGB)
+    draw = ImageDraw.Draw(tile)
+    step = max(8, height // 12)
+    for k in range(0, width + height, step):  # PIL clips the diagonals to the tile
+        draw.line((k, 0, k - height, height), fill=_HATCH_RGB, width=2)
+    w, h = _text_size(draw, "missing", font)
+    cx, cy = width // 2, height // 2
+    draw.rectangle((cx - w // 2 - 6, cy - h // 2 - 6, cx + w // 2 + 6, cy + h // 2 + 6), fill=_MISSING_RGB)
+    draw.text((cx, cy), "missing", fill=_INK_RGB, font=font, anchor="mm")
+    return tile
+
+
+def _pair_sheet(
+    tiles: Mapping[tuple[int, int], _Tile],
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    *,
+    cells: int,
+    title: str,
+    cell_size: int,
+) -> tuple[Image.Image, dict[tuple[int, int], dict[str, Box]]]:
+    """Draw rows x columns generated|recovered tiles; return the sheet and each tile's boxes.
+
+    `tiles` is keyed by (row index, column index); absent keys are drawn as missing.
+    """
+    n_rows, n_cols = len(row_labels), len(column_labels)
+    label_font, small_font = _font(max(14, cell_size // 10)), _font(max(12, cell_size // 12))
+    title_font = _font(max(16, cell_size // 8))
+    gap = max(4, cell_size // 32)  # between the two halves of a tile
+    border = max(4, cell_size // 24)  # best-tile border, drawn in the spacing around the tile
+    # White gap + black hairline around the border: art backgrounds can be any colour,
+    # vermillion included, and the border must still read as a frame.
+    white_gap = max(3, border // 2 + 2)
+    ring = white_gap + border + 1
+    spacing = 2 * ring + max(8, cell_size // 16)
+    pad = max(8, cell_size // 24)
+    has_caption = any(t.caption or t.best for t in tiles.values())
+    caption_h = (max(12, cell_size // 12) + 10) if has_caption else 0
+    tile_w, tile_h = 2 * cell_size + gap, cell_size + caption_h
+
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = min(3 * cell_size, max((_text_size(probe, s, label_font)[0] for s in row_labels), default=0))
+    left0 = pad + label_w + pad + spacing // 2
+    title_h = (_text_size(probe, "Ag", title_font)[1] + 2 * pad) if title else 0
+    column_h = _text_size(probe, "Ag", label_font)[1] + pad
+    half_h = _text_size(probe, "Ag", small_font)[1] + pad
+    top0 = pad + title_h + column_h + half_h + spacing // 2
+    width = left0 + n_cols * (tile_w + spacing) - spacing // 2 + pad
+    height = top0 + n_rows * (tile_h + spacing) - spacing // 2 + pad
+
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        title = _fit_text(draw, title, title_font, width - 2 * pad)
+        draw.text((pad, pad), title, fill=_INK_RGB, font=title_font)
+    halves = ("generated", f"recovered {cells}x{cells}")
+    for c, label in enumerate(column_labels):
+        x = left0 + c * (tile_w + spacing)
+        y_col = pad + title_h
+        draw.text((x + tile_w // 2, y_col), _fit_text(draw, label, label_font, tile_w), fill=_INK_RGB,
+                  font=label_font, anchor="ma")
+        # Name each half over every column: the pairing must be obvious without a legend.
+        for h, name in enumerate(halves):
+            hx = x + h * (cell_size + gap) + cell_size // 2
+            draw.text((hx, y_col + column_h), _fit_text(draw, name, small_font, cell_size), fill=_MUTED_RGB,
+                      font=small_font, anchor="ma")
+
+    boxes: dict[tuple[int, int], dict[str, Box]] = {}
+    for r, label in enumerate(row_labels):
+        y = top0 + r * (tile_h + spacing)
+        draw.text((pad, y + cell_size // 2), _fit_text(draw, label, label_font, label_w), fill=_INK_RGB,
+                  font=label_font, anchor="lm")
+        for c in range(n_cols):
+            x = left0 + c * (tile_w + spacing)
+            gen_box = (x, y, x + cell_size, y + cell_size)
+            rec_box = (x + cell_size + gap, y, x + tile_w, y + cell_size)
+            boxes[(r, c)] = {"tile": (x, y, x + tile_w, y + tile_h), "generated": gen_box,
+                             "recovered": rec_box}
+            tile = tiles.get((r, c), _Tile(image=None))
+            if tile.image is None:
+                sheet.paste(_missing_tile(tile_w, cell_size, label_font), (x, y))
+            else:
+                sheet.paste(_thumbnail(tile.image, cell_size), gen_box[:2])
+                grid = tile.recovered if tile.recovered is not None else recover_grid(tile.image, cells)
+                sheet.paste(grid.convert("RGB").resize((cell_size, cell_size), Image.NEAREST), rec_box[:2])
+                for bx in (gen_box, rec_box):
+                    draw.rectangle((bx[0] - 1, bx[1] - 1, bx[2], bx[3]), outline=_FRAME_RGB, width=1)
+            caption = ("BEST  " if tile.best else "") + tile.caption
+            if caption:
+                draw.text((x + tile_w // 2, y + cell_size + 4), _fit_text(draw, caption, small_font, tile_w),
+                          fill=BEST_RGB if tile.best else _INK_RGB, font=small_font, anchor="ma")
+            if tile.best:
+                draw.rectangle((x - ring, y - ring, x + tile_w + ring - 1, y + tile_h + ring - 1),
+                               outline=_INK_RGB, width=1)
+                draw.rectangle((x - ring + 1, y - ring + 1, x + tile_w + ring - 2, y + tile_h + ring - 2),
+                               outline=BEST_RGB, width=border)
+    return sheet, boxes
+
+
+def _score_caption(scores: Mapping | None, key: object, metric_label: str) -> str:
+    if scores is None or key not in scores:
+        return ""
+    value = scores[key]
+    return f"{metric_label} n/a" if value is None or value != value else f"{metric_label} {value:.3f}"
+
+
+def _check_keys(name: str, keys: Iterable[object], allowed: set[object], what: str) -> None:
+    unknown = [k for k in keys if k not in allowed]
+    if unknown:
+        raise ValueError(f"{name} has keys outside the sheet's {what}: {unknown[:5]}")
+
+
+def comparison_sheet(
+    images: Mapping[tuple[int, float], Image.Image],
+    epochs: Sequence[int],
+    guidances: Sequence[float],
+    *,
+    cells: int = 24,
+    scores: Mapping[tuple[int, float], float] | None = None,
+    best: tuple[int, float] | None = None,
+    title: str = "",
+    cell_size: int = 192,
+    metric_label: str = "score",
+    recovered: Mapping[tuple[int, float], Image.Image] | None = None,
+) -> Image.Image:
+    """Epochs (rows) x guidances (columns) of generated | recovered-grid tiles for one prompt and seed.
+
+    Args:
+        images: generated picture per (epoch, guidance); an absent key is drawn as a grey
+            "missing" tile (a failed job).
+        scores: optional value per (epoch, guidance), printed under the tile.
+        best: the (epoch, guidance) to outline in vermillion; the caller decides (the metric
+            registry knows whether higher is better, this sheet does not).
+        recovered: cells x cells grids already recovered (metrics compute them); others are
+            recovered here with `pixels.recover_grid`.
+    Returns:
+        An RGB sheet. `sheet.info["tiles"]` maps each (epoch, guidance) to its pixel boxes
+        {"tile", "generated", "recovered"} (left, top, right, bottom), e.g. to crop one tile.
+    """
+    grid_keys = {(e, g): (r, c) for r, e in enumerate(epochs) for c, g in enumerate(guidances)}
+    for name, mapping in (("images", images), ("scores", scores or {}), ("recovered", recovered or {})):
+        _check_keys(name, mapping, set(grid_keys), "(epoch, guidance) cells")
+    if best is not None and best not in grid_keys:
+        raise ValueError(f"best={best} is not one of the sheet's (epoch, guidance) cells")
+    tiles = {
+        rc: _Tile(images[key], (recovered or {}).get(key), _score_caption(scores, key, metric_label),
+                  best=key == best)
+        for key, rc in grid_keys.items()
+        if key in images
+    }
+    sheet, boxes = _pair_sheet(tiles, [f"epoch {e}" for e in epochs], [f"guidance {g:g}" for g in guidances],
+                               cells=cells, title=title, cell_size=cell_size)
+    sheet.info["tiles"] = {key: boxes[rc] for key, rc in grid_keys.items()}
+    return sheet
+
+
+def seed_sheet(
+    images: Mapping[tuple[str, int], Image.Image],
+    prompt_ids: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    cells: int = 24,
+    title: str = "",
+    cell_size: int = 192,
+    scores: Mapping[tuple[str, int], float] | None = None,
+    metric_label: str = "score",
+    recovered: Mapping[tuple[str, int], Image.Image] | None = None,
+) -> Image.Image:
+    """Prompts (rows) x seeds (columns) of generated | recovered-grid tiles, e.g. every
+    seed of the best (epoch, guidance) cell. Same tiles, keys and `info["tiles"]` as
+    `comparison_sheet`, keyed by (prompt_id, seed)."""
+    grid_keys = {(p, s): (r, c) for r, p in enumerate(prompt_ids) for c, s in enumerate(seeds)}
+    for name, mapping in (("images", images), ("scores", scores or {}), ("recovered", recovered or {})):
+        _check_keys(name, mapping, set(grid_keys), "(prompt_id, seed) cells")
+    tiles = {
+        rc: _Tile(images[key], (recovered or {}).get(key), _score_caption(scores, key, metric_label))
+        for key, rc in grid_keys.items()
+        if key in images
+    }
+    sheet, boxes = _pair_sheet(tiles, list(prompt_ids), [f"seed {s}" for s in seeds],
+                               cells=cells, title=title, cell_size=cell_size)
+    sheet.info["tiles"] = {key: boxes[rc] for key, rc in grid_keys.items()}
     return sheet

@@ -7,16 +7,19 @@ lost if tracking fails afterwards.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from bespoke_exp import checkpoint as ckpt
 from bespoke_exp import image_store, tracking
-from bespoke_exp.config import flatten, job_config, job_fingerprint, validate_job_config
+from bespoke_exp.config import ConfigError, flatten, job_config, job_fingerprint, validate_job_config
 from bespoke_exp.grids import labelled_grid
 from bespoke_exp.sweep import SweepContext
 
@@ -48,6 +51,8 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
         from bespoke_exp.demo import ensure_demo
 
         ensure_demo(Path(cfg.paths.demo))
+    if cfg.checkpoint.get("train_dir"):
+        load_training_grids(str(cfg.checkpoint.train_dir), int(cfg.metrics.cells))  # a bad folder fails here
     name = run_name(epoch, guidance)
     prefix = _progress_prefix(sweep, name)
     tags = {
@@ -212,12 +217,14 @@ class ImageScores:
 
 def score_images(cfg: DictConfig, generated: dict) -> ImageScores:
     """Pixel metrics and prompt checks for every (prompt id, seed) -> image."""
-    from bespoke_exp.metrics import aggregate, evaluate
+    from bespoke_exp.metrics import aggregate, evaluate, training_match
 
     m = cfg.metrics
     weights = OmegaConf.to_container(m.weights, resolve=True)
     regions = OmegaConf.to_container(m.regions, resolve=True)
     prompts = {str(p.id): p for p in cfg.prompts["items"]}
+    train_dir = cfg.checkpoint.get("train_dir")
+    training = load_training_grids(str(train_dir), int(m.cells)) if train_dir else None
     rows, checks, by_prompt = [], [], {}
     for (prompt_id, seed), image in generated.items():
         prompt = prompts[prompt_id]
@@ -232,6 +239,10 @@ def score_images(cfg: DictConfig, generated: dict) -> ImageScores:
             tolerance=int(m.tolerance),
             pass_share=float(m.pass_share),
         )
+        if training is not None:
+            match = training_match(evaluation.grid, training)
+            evaluation.metrics["memorisation/nearest_match"] = match
+            evaluation.metrics["memorisation/near_copy"] = float(match >= float(m.near_copy))
         by_prompt.setdefault(prompt_id, []).append(evaluation)
         rows.append({"prompt_id": prompt_id, "split": str(prompt.get("split", "")), "seed": seed, **evaluation.metrics})
         checks += [
@@ -250,6 +261,26 @@ def score_images(cfg: DictConfig, generated: dict) -> ImageScores:
     for prompt_id, evaluations in by_prompt.items():
         aggregates.update({f"by_prompt/{prompt_id}/{k}": v for k, v in aggregate(evaluations).items()})
     return ImageScores(rows=rows, checks=checks, aggregates=aggregates)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@functools.lru_cache(maxsize=4)
+def load_training_grids(folder: str, cells: int) -> np.ndarray:
+    """The recovered cells x cells art of every training image under `folder` (recursive)."""
+    from bespoke_exp.pixels import recover_grid
+
+    if not Path(folder).is_dir():
+        raise ConfigError(f"checkpoint.train_dir={folder} is not a folder (the training images, or null to skip)")
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(f"checkpoint.train_dir={folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    grids = []
+    for file in files:
+        with Image.open(file) as image:
+            grids.append(np.asarray(recover_grid(image.convert("RGB"), cells)))
+    return np.stack(grids)
 
 
 def image_file_name(prompt_id: str, seed: int) -> str:

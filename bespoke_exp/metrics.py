@@ -76,6 +76,8 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("ref/exact", True, "mean", "share of cells with the reference's colour name"),
         MetricSpec("ref/near", True, "mean", "share of cells within dE 2 of the reference"),
         MetricSpec("score", True, "mean", "weighted mean of metric utilities (weights: conf/metrics)"),
+        MetricSpec("memorisation/nearest_match", False, "mean", "share of cells matching the closest training image"),
+        MetricSpec("memorisation/near_copy", False, "mean", "1 if the image near-copies a training image"),
         # Per-check pass rates that aggregate() adds, one key per check name.
         MetricSpec("check/*", True, "mean", "share of images passing this check (strict)"),
     ]
@@ -638,3 +640,17 @@ def aggregate(evaluations: Iterable[Evaluation]) -> dict[str, float]:
                 values.setdefault(c.key, []).append(float(c.passed))
     reducers = {"mean": np.mean, "min": np.min, "max": np.max, "median": np.median}
     return {k: float(reducers[metric_spec(k).aggregation](v)) for k, v in values.items()}
+
+
+def training_match(grid: np.ndarray, training: np.ndarray, threshold: float = 10.0) -> float:
+    """Share of cells within CIEDE2000 `threshold` of the same cell in the closest
+    training grid: 1.0 means the image reproduces a training portrait cell for cell.
+
+    Args:
+        grid: cells x cells x 3 uint8, the recovered art of one generated image.
+        training: N x cells x cells x 3 uint8, the recovered art of the training images.
+    """
+    if len(training) == 0:
+        raise ValueError("training_match needs at least one training grid")
+    distances = delta_e(to_lab(grid)[None], to_lab(training))
+    return float((distances < threshold).mean(axis=(1, 2)).max())

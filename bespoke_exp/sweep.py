@@ -9,6 +9,7 @@ At the end the callback closes the parent with the children's overall status.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import secrets
 import sys
@@ -116,12 +117,34 @@ class SweepCallback(Callback):
             context.parent_run_id,
             {"sweep/jobs_finished": finished, "sweep/jobs_reused": len(reused), "sweep/jobs_failed": failed},
         )
+        analysed = finished + len(reused) > 0 and _analyse(config, context)
         tracking.finish_run(tracker, context.parent_run_id, "FAILED" if failed else "FINISHED")
         print(summary_text(tracker, context, children, reused), flush=True)
         if failed:
             # Hydra swallows callback exceptions but not SystemExit: the sweep must exit non-zero.
             print(f"[bespoke_exp] {failed} of {total} jobs failed", file=sys.stderr)
             raise SystemExit(1)
+        if not analysed:
+            raise SystemExit(1)
+
+
+def _analyse(config: DictConfig, context: SweepContext) -> bool:
+    """Rank, report and register on the jobs that finished; a failure here is reported,
+    never allowed to hide the jobs' own status."""
+    from bespoke_exp import analysis
+
+    t = config.tracking
+    try:
+        sweep = analysis.load_sweep(context.parent_run_id, tracking_uri=str(t.uri), experiment=str(t.experiment))
+        rec = analysis.report_sweep(sweep, registered_model=t.get("registered_model"))
+    except Exception as error:
+        logging.getLogger(__name__).exception("sweep analysis failed")
+        print(f"[bespoke_exp] analysis of sweep {context.sweep_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return False
+    print("\n" + rec.to_markdown(top=5), flush=True)
+    if sweep.sweep_dir:
+        print(f"report: {sweep.sweep_dir / analysis.REPORT_DIR}", flush=True)
+    return True
 
 
 def close_interrupted_sweeps() -> None:

@@ -5,6 +5,9 @@ id can travel to any worker process and jobs in one process never step on each o
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 import traceback
 from collections.abc import Mapping
@@ -12,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+# Artifact downloads happen per image in the analysis; their progress bars are noise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
 
 # Tags: identity of a run, queryable as tags.<name> in search filters.
 TAG_SWEEP_ID = "sweep_id"
@@ -133,6 +139,11 @@ def log_text(tracker: Tracker, run_id: str, text: str, artifact_file: str) -> No
     tracker.client.log_text(run_id, text, artifact_file)
 
 
+def set_run_description(tracker: Tracker, run_id: str, markdown: str) -> None:
+    """The run page's description box (rendered Markdown)."""
+    tracker.client.set_tag(run_id, "mlflow.note.content", markdown)
+
+
 def finish_run(tracker: Tracker, run_id: str, status: str = "FINISHED") -> None:
     tracker.client.set_terminated(run_id, status=status)
 
@@ -184,3 +195,75 @@ def sweep_runs(tracker: Tracker, parent_run_id: str) -> tuple[list, list]:
     reused_ids = [v for k, v in sorted(parent.data.tags.items()) if k.startswith(TAG_REUSED_PREFIX)]
     return child_runs(tracker, parent_run_id), [tracker.client.get_run(i) for i in dict.fromkeys(reused_ids)]
 
+
+
+class SweepNotFound(LookupError):
+    """No sweep (or no such sweep) in the experiment; the message says what was searched."""
+
+
+def find_sweep(tracker: Tracker, sweep: str | None = None):
+    """The parent run of a sweep: the latest by default, else by sweep id or parent run id."""
+    clauses = [f"tags.`{TAG_ROLE}` = 'sweep'"]
+    if sweep:
+        clauses.append(f"tags.`{TAG_SWEEP_ID}` = '{sweep}'")
+    found = tracker.client.search_runs(
+        [tracker.experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if found:
+        return found[0]
+    if sweep:
+        try:
+            run = tracker.client.get_run(sweep)
+        except Exception:
+            run = None
+        if run is not None and run.data.tags.get(TAG_ROLE) == "sweep":
+            return run
+    what = f"sweep {sweep!r} (looked for a sweep id or parent run id)" if sweep else "sweep"
+    raise SweepNotFound(
+        f"no {what} in experiment {tracker.experiment_name!r} at {tracker.uri}; "
+        "run one with `python -m bespoke_exp -m epoch=1,2,...,10 guidance=5,7.5,10`"
+    )
+
+
+def load_table(tracker: Tracker, run_id: str, artifact_file: str) -> list[dict]:
+    """Rows of a table written by `log_table`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tracker.client.download_artifacts(run_id, artifact_file, tmp)
+        table = json.loads(Path(path).read_text())
+    return [dict(zip(table["columns"], row)) for row in table["data"]]
+
+
+def download_artifact(tracker: Tracker, run_id: str, artifact_path: str, destination: Path) -> Path:
+    destination.mkdir(parents=True, exist_ok=True)
+    return Path(tracker.client.download_artifacts(run_id, artifact_path, str(destination)))
+
+
+def register_champion(
+    tracker: Tracker,
+    name: str,
+    *,
+    run_id: str,
+    artifact_path: str,
+    score: float,
+    tags: Mapping[str, str],
+    alias: str = "champion",
+) -> tuple[str, bool]:
+    """Register `runs:/<run_id>/<artifact_path>` as a new version of `name` and move
+    `alias` to it unless the current holder scored higher. Every version stays in the
+    registry, so the history of recommendations is kept. Returns (version, alias moved)."""
+    client = tracker.client
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name, description="LoRA checkpoints recommended by bespoke_exp sweeps")
+    version = str(
+        client.create_model_version(
+            name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags={**tags, "score": f"{score:.6f}"}
+        ).version
+    )
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except Exception:  # no version holds the alias yet
+        current = None
+    if current is None or float(current.tags.get("score", "-inf")) <= score:
+        client.set_registered_model_alias(name, alias, version)
+        return version, True
+    return version, False

@@ -1,12 +1,16 @@
 """run_job end to end on the demo, against a real temporary MLflow store."""
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
+from PIL import Image
 
 from bespoke_exp.checkpoint import CheckpointError
 from bespoke_exp.config import ConfigError
-from bespoke_exp.job import run_job
+from bespoke_exp.job import load_training_grids, run_job
+from bespoke_exp.metrics import training_match
+from bespoke_exp.pixels import recover_grid
 from bespoke_exp.sweep import SweepContext
 
 
@@ -117,3 +121,21 @@ def test_unwritable_tracking_store_fails_fast_naming_the_uri(small_cfg, tmp_path
         small_cfg.tracking.uri = f"sqlite:///{blocker}/mlflow.db"
     with pytest.raises(Exception, match="file_not_dir"):
         run_job(small_cfg, output_dir=tmp_path)
+
+
+def test_missing_training_folder_is_named_before_any_run(small_cfg, tmp_path):
+    with open_dict(small_cfg):
+        small_cfg.checkpoint.train_dir = str(tmp_path / "no_such_folder")
+    with pytest.raises(ConfigError, match=r"checkpoint.train_dir=.*no_such_folder is not a folder"):
+        run_job(small_cfg, output_dir=tmp_path)
+    assert _runs(small_cfg)[1] == []
+
+
+def test_a_training_image_scores_as_a_near_copy(demo_dir):
+    training = load_training_grids(str(demo_dir / "train"), 24)
+    assert training.shape == (16, 24, 24, 3)
+    with Image.open(demo_dir / "train" / "1_bespoke" / "0003.png") as art:
+        upscaled = np.asarray(art.convert("RGB").resize((256, 256), Image.NEAREST))
+    assert training_match(np.asarray(recover_grid(upscaled, 24)), training) == 1.0
+    noise = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    assert training_match(noise, training) < 0.2

@@ -1,10 +1,14 @@
 """The real CLI as a subprocess: Hydra's launcher, the callback, a real MLflow store."""
 
+import json
 import signal
 import subprocess
 import sys
 import time
 
+from pathlib import Path
+
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -45,7 +49,7 @@ def _sweep(tmp_path, demo_dir, *overrides):
     return (done, *_runs(tmp_path))
 
 
-def test_sweep_logs_one_parent_and_a_finished_child_per_job(tmp_path, demo_dir):
+def test_sweep_logs_one_parent_and_a_finished_child_per_job(tmp_path, demo_dir, monkeypatch):
     done, client, parents, children = _sweep(tmp_path, demo_dir, "epoch=1,2,...,3", "guidance=5,7.5")
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(parents) == 1
@@ -68,6 +72,37 @@ def test_sweep_logs_one_parent_and_a_finished_child_per_job(tmp_path, demo_dir):
     assert len(shas) == 3 and len({sha for _, sha in shas}) == 3
     assert "[job 6/6" in done.stdout
     assert "mlflow ui --backend-store-uri" in done.stdout
+
+    # The analysis ran at the end: report on the parent, next to the sweep, champion registered.
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    expected = {"recommendation.json", "recommendation.md", "ranking.csv", "score_by_epoch.png",
+                "score_heatmap.png", "best_seeds.png", *(f"comparison_{p}.png" for p in ("basic", "advanced", "accessory"))}
+    assert report == {f"report/{name}" for name in expected}
+    assert {p.name for p in (tmp_path / "sweep" / "report").iterdir()} == expected
+    best_run = parent.data.tags["best.run_id"]
+    assert best_run in {c.info.run_id for c in children}
+    assert parent.data.tags["diagnosis"] and "best/score" in parent.data.metrics
+
+    ranked = subprocess.run(
+        [sys.executable, "-m", "bespoke_exp.rank", "--json", "--tracking-uri", _uri(tmp_path), "--experiment", "sweep"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert ranked.returncode == 0, ranked.stderr
+    result = json.loads(ranked.stdout)
+    assert result["parent_run_id"] == parent.info.run_id
+    assert result["best"]["run_id"] == best_run
+    assert {"epoch", "guidance", "score", "ci_low", "ci_high", "checkpoint"} <= set(result["best"])
+    assert result["best"]["ci_low"] <= result["best"]["score"] <= result["best"]["ci_high"]
+    assert len(result["ranking"]) == 6 and [c["rank"] for c in result["ranking"]] == list(range(1, 7))
+    assert result["diagnosis"]["code"] and result["diagnosis"]["sentence"]
+    assert "retrain" in result
+
+    best_epoch = result["best"]["epoch"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _uri(tmp_path))  # models:/ URIs resolve through the registry URI
+    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{STEM}@champion", dst_path=str(tmp_path / "dl")))
+    expected_file = demo_dir / "checkpoints" / f"{STEM}-{best_epoch:06d}.safetensors"
+    assert [p.name for p in downloaded.rglob("*.safetensors")] == [expected_file.name]
+    assert next(downloaded.rglob("*.safetensors")).read_bytes() == expected_file.read_bytes()
 
 
 def test_missing_epoch_fails_its_job_only_and_the_sweep_exits_non_zero(tmp_path, demo_dir):
@@ -122,3 +157,12 @@ def test_killed_sweep_resumes_with_exactly_the_unfinished_jobs(tmp_path, demo_di
     assert ran_now | set(done_before.values()) == {(e, g) for e in ("1", "2", "3") for g in ("5", "7.5")}
     assert all(c.info.status == "FINISHED" for c in new_children)
     assert f"{len(done_before)} skipped" in rerun.stdout
+
+
+def test_rank_without_a_sweep_exits_non_zero_and_says_so(tmp_path):
+    ranked = subprocess.run(
+        [sys.executable, "-m", "bespoke_exp.rank", "--tracking-uri", _uri(tmp_path), "--experiment", "empty"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert ranked.returncode == 2
+    assert f"no sweep in experiment 'empty' at {_uri(tmp_path)}" in ranked.stderr

@@ -1,0 +1,57 @@
+"""Rank a sweep's epochs and guidance values and recommend a checkpoint or a retrain.
+
+    python -m bespoke_exp.rank                   # latest sweep: ranking table + recommendation
+    python -m bespoke_exp.rank --json            # one JSON object: best, ranking, diagnosis, retrain
+    python -m bespoke_exp.rank --sweep ID --log  # also (re)write the report to the parent run
+
+The sweep command already does `--log` (and registers the champion) when a multirun ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bespoke_exp import analysis, tracking
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    uri, experiment = analysis.default_tracking()
+    parser = argparse.ArgumentParser(prog="python -m bespoke_exp.rank", description=__doc__.split("\n")[0])
+    parser.add_argument("--tracking-uri", default=uri, help=f"MLflow tracking URI (default: {uri})")
+    parser.add_argument("--experiment", default=experiment, help=f"experiment name (default: {experiment})")
+    parser.add_argument("--sweep", default=None, help="sweep id or parent run id (default: the latest sweep)")
+    parser.add_argument("--metric", default="score", help="metric to rank by (default: the composite score)")
+    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the intervals")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    parser.add_argument("--log", action="store_true", help="log the report and pictures to the sweep's parent run")
+    parser.add_argument("--register", metavar="NAME", default=None,
+                        help="with --log: register the recommended LoRA as NAME@champion")
+    parser.add_argument("--out", type=Path, default=None, help="with --log: also write the report to this folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        sweep = analysis.load_sweep(args.sweep, tracking_uri=args.tracking_uri, experiment=args.experiment)
+        options = {"metric": args.metric, "n_boot": args.n_boot}
+        if args.log:
+            rec = analysis.report_sweep(sweep, registered_model=args.register, out_dir=args.out, **options)
+        else:
+            rec = analysis.recommend(sweep, **options)
+    except (tracking.SweepNotFound, tracking.TrackingError, analysis.AnalysisError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"sweep_id": sweep.sweep_id, "parent_run_id": sweep.parent_run_id, **rec.to_dict()}, indent=2))
+    else:
+        print(f"sweep {sweep.sweep_id} (parent run {sweep.parent_run_id}, {len(sweep.runs)} finished jobs)\n")
+        print(rec.to_markdown(top=len(rec.ranking)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
