@@ -110,9 +110,20 @@ def load_sweep(sweep: str | None = None, *, tracking_uri: str | None = None, exp
     )
 
 
+def default_options() -> dict:
+    """`ranking.recommend` options from conf/analysis/default.yaml (what a sweep uses)."""
+    return options_from(OmegaConf.load(CONF_DIR / "analysis" / "default.yaml"))
+
+
+def options_from(analysis_cfg) -> dict:
+    data = OmegaConf.to_container(analysis_cfg, resolve=True)
+    return {**data, "thresholds": ranking.Thresholds(**data.get("thresholds", {}))}
+
+
 def recommend(sweep: Sweep, **options) -> ranking.Recommendation:
-    """Rank (epoch, guidance) cells with bootstrap CIs and diagnose; options go to `ranking.recommend`."""
-    return ranking.recommend(sweep.images, final_epoch=sweep.final_epoch, **options)
+    """Rank (epoch, guidance) cells with bootstrap CIs and diagnose. Options go to
+    `ranking.recommend`, over the defaults in conf/analysis/default.yaml."""
+    return ranking.recommend(sweep.images, final_epoch=sweep.final_epoch, **{**default_options(), **options})
 
 
 def write_report(sweep: Sweep, rec: ranking.Recommendation, out_dir: Path) -> list[Path]:

@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PROJECT_ROOT = CONF_DIR.parent
 
-# An identical job gives identical images whatever is excluded here: where things are
-# stored, how the run is tracked, and whether to re-run it.
-FINGERPRINT_EXCLUDES = ("paths", "tracking", "hydra", "force")
+# An identical job gives identical images and scores whatever is excluded here: where
+# things are stored, how runs are tracked and analysed, and whether to re-run it.
+FINGERPRINT_EXCLUDES = ("paths", "tracking", "analysis", "hydra", "force")
 
 
 def register_resolvers() -> None:

@@ -23,8 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", default=uri, help=f"MLflow tracking URI (default: {uri})")
     parser.add_argument("--experiment", default=experiment, help=f"experiment name (default: {experiment})")
     parser.add_argument("--sweep", default=None, help="sweep id or parent run id (default: the latest sweep)")
-    parser.add_argument("--metric", default="score", help="metric to rank by (default: the composite score)")
-    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the intervals")
+    parser.add_argument("--metric", default=None, help="metric to rank by (default: conf/analysis, the composite score)")
+    parser.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: conf/analysis)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.add_argument("--log", action="store_true", help="log the report and pictures to the sweep's parent run")
     parser.add_argument("--register", metavar="NAME", default=None,
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         sweep = analysis.load_sweep(args.sweep, tracking_uri=args.tracking_uri, experiment=args.experiment)
-        options = {"metric": args.metric, "n_boot": args.n_boot}
+        options = {k: v for k, v in {"metric": args.metric, "n_boot": args.n_boot}.items() if v is not None}
         if args.log:
             rec = analysis.report_sweep(sweep, registered_model=args.register, out_dir=args.out, **options)
         else:

@@ -23,6 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bespoke_exp import tracking
+from bespoke_exp.config import ConfigError, validate_job_config
 
 STATE_FILE = "sweep.json"
 
@@ -85,7 +86,13 @@ class SweepCallback(Callback):
     """Hydra callback: parent run at multirun start, its final status at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        tracker = _connect(config)
+        try:
+            # Settings every job shares are checked once, before a parent run exists.
+            validate_job_config(config)
+            tracker = _connect(config)
+        except (ConfigError, tracking.TrackingError) as error:
+            print(f"[bespoke_exp] sweep not started: {error}", file=sys.stderr)
+            raise SystemExit(2) from None  # Hydra turns other callback exceptions into warnings
         sweep_dir = Path(str(config.hydra.sweep.dir))
         overrides = list(config.hydra.overrides.task)
         total = count_jobs(overrides, dict(config.hydra.sweeper.get("params") or {}))
@@ -136,7 +143,9 @@ def _analyse(config: DictConfig, context: SweepContext) -> bool:
     t = config.tracking
     try:
         sweep = analysis.load_sweep(context.parent_run_id, tracking_uri=str(t.uri), experiment=str(t.experiment))
-        rec = analysis.report_sweep(sweep, registered_model=t.get("registered_model"))
+        rec = analysis.report_sweep(
+            sweep, registered_model=t.get("registered_model"), **analysis.options_from(config.analysis)
+        )
     except Exception as error:
         logging.getLogger(__name__).exception("sweep analysis failed")
         print(f"[bespoke_exp] analysis of sweep {context.sweep_id} failed: {type(error).__name__}: {error}", file=sys.stderr)

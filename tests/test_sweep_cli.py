@@ -166,3 +166,17 @@ def test_rank_without_a_sweep_exits_non_zero_and_says_so(tmp_path):
     )
     assert ranked.returncode == 2
     assert f"no sweep in experiment 'empty' at {_uri(tmp_path)}" in ranked.stderr
+
+
+def test_bad_shared_settings_stop_the_sweep_before_any_run(tmp_path, demo_dir):
+    done, _, parents, children = _sweep(tmp_path, demo_dir, "epoch=1,2", "sampler.steps=0", "sampler.seeds=[]")
+    assert done.returncode == 2
+    assert "sampler.steps=0 must be > 0" in done.stderr and "sampler.seeds is empty" in done.stderr
+    assert parents == [] and children == []
+
+
+def test_an_unknown_sampler_option_is_named_with_the_choices(tmp_path, demo_dir):
+    done, *_ = _sweep(tmp_path, demo_dir, "epoch=1", "sampler=turbo")
+    assert done.returncode != 0
+    assert "Could not find 'sampler/turbo'" in done.stderr
+    assert "demo" in done.stderr and "sdxl" in done.stderr
