@@ -123,6 +123,9 @@ def test_missing_epoch_fails_its_job_only_and_the_sweep_exits_non_zero(tmp_path,
     assert "epochs with a file: 1, 3" in failed.data.tags["error"]
     assert parents[0].info.status == "FAILED"
     assert "1 of 3 jobs failed" in done.stderr
+    # The jobs that finished are still ranked and reported.
+    assert parents[0].data.tags["best.epoch"] in {"1", "3"}
+    assert "report/recommendation.json" in {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
 
 
 def test_killed_sweep_resumes_with_exactly_the_unfinished_jobs(tmp_path, demo_dir):
