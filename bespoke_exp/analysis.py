@@ -45,6 +45,8 @@ class Sweep:
     runs: pd.DataFrame  # run_id, run_name, epoch, guidance, checkpoint, checkpoint_sha256, reused, metrics...
     images: pd.DataFrame  # run_id, epoch, guidance, checkpoint, prompt_id, split, seed, metrics...
     final_epoch: int | None  # the trainer's last epoch (checkpoint.epochs)
+    epochs: list[int]  # every epoch the sweep asked for, including failed jobs'
+    guidances: list[float]
     cells: int
     sweep_dir: Path | None  # the Hydra sweep folder, when it is on this machine
 
@@ -105,6 +107,8 @@ def load_sweep(sweep: str | None = None, *, tracking_uri: str | None = None, exp
         runs=runs,
         images=pd.DataFrame(image_rows),
         final_epoch=int(first["checkpoint.epochs"]) if "checkpoint.epochs" in first else None,
+        epochs=sorted({int(r.data.tags["epoch"]) for r in children + reused if "epoch" in r.data.tags}),
+        guidances=sorted({float(r.data.tags["guidance"]) for r in children + reused if "guidance" in r.data.tags}),
         cells=int(first.get("metrics.cells", 24)),
         sweep_dir=sweep_dir if sweep_dir and sweep_dir.is_dir() else None,
     )
@@ -136,20 +140,21 @@ def write_report(sweep: Sweep, rec: ranking.Recommendation, out_dir: Path) -> li
     (out_dir / "recommendation.json").write_text(json.dumps(rec.to_dict(), indent=2))
     (out_dir / "recommendation.md").write_text(rec.to_markdown(top=len(rec.ranking)))
     cells = pd.DataFrame(rec.ranking)
+    # A failed job's cell stays in the pictures as a gap, a hatched square or a "missing" tile.
+    grid = pd.MultiIndex.from_product([sweep.epochs, sweep.guidances], names=["epoch", "guidance"])
+    plotted = cells.set_index(["epoch", "guidance"]).reindex(grid)[["score", "ci_low", "ci_high"]].reset_index()
     cells.to_csv(out_dir / "ranking.csv", index=False)
     written += [out_dir / name for name in ("recommendation.json", "recommendation.md", "ranking.csv")]
 
     best = (int(rec.best["epoch"]), float(rec.best["guidance"]))
     title = f"sweep {sweep.sweep_id}: {rec.metric} by epoch ({rec.confidence:.0%} CI over prompts x seeds)"
     figure = plots.score_by_epoch_figure(
-        cells, best=best, title=title, metric_label=rec.metric, marginal=pd.DataFrame(rec.by_epoch)
+        plotted, best=best, title=title, metric_label=rec.metric, marginal=pd.DataFrame(rec.by_epoch)
     )
     written.append(plots.save_figure(figure, out_dir / "score_by_epoch.png"))
-    heatmap = plots.score_heatmap_figure(cells, best=best, title=f"sweep {sweep.sweep_id}: mean {rec.metric}")
+    heatmap = plots.score_heatmap_figure(plotted, best=best, title=f"sweep {sweep.sweep_id}: mean {rec.metric}")
     written.append(plots.save_figure(heatmap, out_dir / "score_heatmap.png"))
 
-    epochs = sorted(sweep.runs["epoch"].unique().tolist())
-    guidances = sorted(sweep.runs["guidance"].unique().tolist())
     seeds = sorted(sweep.images["seed"].unique().tolist())
     prompt_ids = list(dict.fromkeys(sweep.images["prompt_id"]))
     table = sweep.images
@@ -163,8 +168,8 @@ def write_report(sweep: Sweep, rec: ranking.Recommendation, out_dir: Path) -> li
         in_sheet = [key for key in images if key[1] == prompt_id and key[2] == seeds[0]]
         sheet = comparison_sheet(
             {cell: images[cell, p, s] for cell, p, s in in_sheet},
-            epochs,
-            guidances,
+            sweep.epochs,
+            sweep.guidances,
             cells=sweep.cells,
             scores={cell: scores[cell, p, s] for cell, p, s in in_sheet},
             best=best,
