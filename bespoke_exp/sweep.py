@@ -3,7 +3,9 @@
 The Hydra callback creates the parent run when the sweep starts and writes its id to
 `<sweep dir>/sweep.json`; each job reads that file (explicitly, not through a
 global), so jobs in other processes or on other machines attach to the same parent.
-At the end the callback closes the parent with the children's overall status.
+At the end the callback ranks the finished jobs (bespoke_exp.analysis: report, champion)
+and closes the parent with the children's overall status. Jobs reused from earlier
+sweeps (identical work already FINISHED) are recorded on the parent and count as done.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def close_interrupted_sweeps() -> None:
         )
 
 
-def summary_text(tracker: tracking.Tracker, context: SweepContext, children: list, reused: list = ()) -> str:
+def summary_text(tracker: tracking.Tracker, context: SweepContext, children: list, reused: list) -> str:
     lines = [
         "",
         f"sweep {context.sweep_id}: {len(children)} job runs under parent {context.parent_run_id}"
