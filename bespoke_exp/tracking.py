@@ -10,6 +10,8 @@ import os
 import tempfile
 import time
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +61,27 @@ def default_artifact_location(uri: str) -> str | None:
     return None
 
 
+def probe_server(uri: str, timeout_s: float = 5.0) -> None:
+    """An http(s) store that does not answer in seconds is down: say so now, rather than
+    after MLflow's retries (about four minutes for a refused connection)."""
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answered; whether it is an MLflow server is for the real request to say
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(
+            f"cannot reach MLflow tracking server tracking.uri={uri!r} within {timeout_s:g} s: {reason}"
+        ) from error
+
+
 def connect(uri: str, experiment: str, artifact_location: str | None = None) -> Tracker:
     """Open the store and get (or create) the experiment; fails fast naming the URI."""
-    if urlparse(uri).scheme == "sqlite":
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    if urlparse(uri).scheme in ("http", "https"):
+        probe_server(uri)
     try:
+        if urlparse(uri).scheme == "sqlite":
+            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:

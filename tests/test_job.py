@@ -12,6 +12,7 @@ from bespoke_exp.job import load_training_grids, run_job
 from bespoke_exp.metrics import training_match
 from bespoke_exp.pixels import recover_grid
 from bespoke_exp.sweep import SweepContext
+from bespoke_exp.tracking import TrackingError
 
 
 def _runs(cfg):
@@ -119,8 +120,9 @@ def test_unwritable_tracking_store_fails_fast_naming_the_uri(small_cfg, tmp_path
     blocker.write_text("")
     with open_dict(small_cfg):
         small_cfg.tracking.uri = f"sqlite:///{blocker}/mlflow.db"
-    with pytest.raises(Exception, match="file_not_dir"):
+    with pytest.raises(TrackingError, match=f"tracking.uri='sqlite:///{blocker}/mlflow.db'"):
         run_job(small_cfg, output_dir=tmp_path)
+    assert not (tmp_path / "images").exists()
 
 
 def test_missing_training_folder_is_named_before_any_run(small_cfg, tmp_path):
@@ -139,3 +141,11 @@ def test_a_training_image_scores_as_a_near_copy(demo_dir):
     assert training_match(np.asarray(recover_grid(upscaled, 24)), training) == 1.0
     noise = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
     assert training_match(noise, training) < 0.2
+
+
+def test_unreachable_tracking_server_fails_fast_naming_the_uri(small_cfg, tmp_path):
+    with open_dict(small_cfg):
+        small_cfg.tracking.uri = "http://127.0.0.1:9"  # nothing listens on the discard port
+    # The probe's message, not MLflow's own after ~4 minutes of retries.
+    with pytest.raises(TrackingError, match=r"cannot reach MLflow tracking server tracking.uri='http://127.0.0.1:9'"):
+        run_job(small_cfg, output_dir=tmp_path)

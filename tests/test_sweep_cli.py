@@ -183,3 +183,13 @@ def test_an_unknown_sampler_option_is_named_with_the_choices(tmp_path, demo_dir)
     assert done.returncode != 0
     assert "Could not find 'sampler/turbo'" in done.stderr
     assert "demo" in done.stderr and "sdxl" in done.stderr
+
+
+def test_an_unusable_tracking_store_stops_the_sweep_naming_the_uri(tmp_path, demo_dir):
+    blocker = tmp_path / "file_not_dir"
+    blocker.write_text("")
+    command = _command(tmp_path, demo_dir, "epoch=1,2") + [f"tracking.uri=sqlite:///{blocker}/mlflow.db"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert f"sweep not started: cannot use MLflow tracking store tracking.uri='sqlite:///{blocker}/mlflow.db'" in done.stderr
+    assert not (tmp_path / "sweep" / "0").exists()
