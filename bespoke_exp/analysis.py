@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from bespoke_exp import ranking, tracking
+from bespoke_exp.checkpoint import file_sha256
 from bespoke_exp.config import CONF_DIR, PROJECT_ROOT
 
 REPORT_DIR = "report"  # in the sweep folder and in the parent run's artifacts
@@ -250,8 +251,12 @@ def register_champion(sweep: Sweep, rec: ranking.Recommendation, name: str) -> s
     if not checkpoint.is_file():
         print(f"[bespoke_exp] not registering a champion: {checkpoint} is not on this machine")
         return None
-    tracking.log_artifact(sweep.tracker, sweep.parent_run_id, checkpoint, CHAMPION_DIR)
     row = sweep.runs.loc[sweep.runs["run_id"] == best["run_id"]].iloc[0]
+    if file_sha256(checkpoint) != row["checkpoint_sha256"]:
+        print(f"[bespoke_exp] not registering a champion: {checkpoint} changed since run {best['run_id']} "
+              f"evaluated it (sha256 differs from its checkpoint_sha256 tag)")
+        return None
+    tracking.log_artifact(sweep.tracker, sweep.parent_run_id, checkpoint, CHAMPION_DIR)
     version, moved = tracking.register_champion(
         sweep.tracker,
         name,
