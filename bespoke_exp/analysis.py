@@ -26,6 +26,7 @@ from PIL import Image
 
 from bespoke_exp import ranking, tracking
 from bespoke_exp.checkpoint import file_sha256
+from bespoke_exp.image_store import image_file_name
 from bespoke_exp.config import CONF_DIR, PROJECT_ROOT
 
 REPORT_DIR = "report"  # in the sweep folder and in the parent run's artifacts
@@ -203,7 +204,7 @@ def _download_images(sweep: Sweep, tmp: Path, seed: int, best: tuple[int, float]
         (sweep.images["epoch"] == best[0]) & (sweep.images["guidance"] == best[1]))]
     images = {}
     for row in wanted.itertuples():
-        name = f"images/{row.prompt_id}_seed{row.seed}.png"
+        name = f"images/{image_file_name(row.prompt_id, row.seed)}"
         path = tracking.download_artifact(sweep.tracker, row.run_id, name, tmp / row.run_id)
         with Image.open(path) as image:
             images[((int(row.epoch), float(row.guidance)), row.prompt_id, int(row.seed))] = image.convert("RGB")

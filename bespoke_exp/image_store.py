@@ -18,6 +18,11 @@ from PIL import Image
 MANIFEST = "manifest.json"
 
 
+def image_file_name(prompt_id: str, seed: int) -> str:
+    """A generated image's file name, in the job's `images/` folder and its run's artifacts."""
+    return f"{prompt_id}_seed{seed}.png"
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -88,21 +88,21 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
         raise
     identity = {"config_fingerprint": tags["config_fingerprint"], "checkpoint_sha256": info.sha256}
 
-    if not cfg.get("force"):
-        finished = tracking.find_job_runs(tracker, identity, status="FINISHED")
-        if finished:
-            previous = finished[0].info.run_id
-            if sweep is not None:
-                tracking.set_tags(
-                    tracker, sweep.parent_run_id, {f"{tracking.TAG_REUSED_PREFIX}{sweep.job_index}": previous}
-                )
-            print(f"{prefix} SKIPPED: identical run {previous} already FINISHED (force=true re-runs it)", flush=True)
-            return JobResult(run_id=previous, status="SKIPPED", images=0, output_dir=output_dir)
+    attempts = tracking.find_job_runs(tracker, identity)  # earlier runs of this exact work, newest first
+    finished = [run for run in attempts if run.info.status == "FINISHED"]
+    if finished and not cfg.get("force"):
+        previous = finished[0].info.run_id
+        if sweep is not None:
+            reused_tag = f"{tracking.TAG_REUSED_PREFIX}{sweep.job_index}"
+            tracking.set_tags(tracker, sweep.parent_run_id, {reused_tag: previous})
+        print(f"{prefix} SKIPPED: identical run {previous} already FINISHED (force=true re-runs it)", flush=True)
+        return JobResult(run_id=previous, status="SKIPPED", images=0, output_dir=output_dir)
+    unfinished = [run for run in attempts if run.info.status != "FINISHED"]
 
     run_id = start({"checkpoint_sha256": info.sha256})
     try:
         tracking.log_params(tracker, run_id, {"checkpoint.path": str(checkpoint_path)})
-        count = _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix, identity)
+        count = _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix, identity, unfinished)
         tracking.finish_run(tracker, run_id)
     except BaseException as error:
         tracking.fail_run(tracker, run_id, error)
@@ -111,10 +111,10 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
     return JobResult(run_id=run_id, status="FINISHED", images=count, output_dir=output_dir)
 
 
-def _earlier_images(tracker, run_id, identity, names, prefix) -> dict | None:
+def _earlier_images(unfinished, identity, names, prefix) -> dict | None:
     """Images a crashed or killed attempt at this exact job left on disk, if intact."""
-    for run in tracking.find_job_runs(tracker, identity):
-        if run.info.run_id == run_id or run.info.status == "FINISHED" or "output_dir" not in run.data.tags:
+    for run in unfinished:
+        if "output_dir" not in run.data.tags:
             continue
         images, reason = image_store.load_intact(Path(run.data.tags["output_dir"]) / "images", identity, names)
         verdict = "reusing images" if images else "regenerating"
@@ -124,7 +124,7 @@ def _earlier_images(tracker, run_id, identity, names, prefix) -> dict | None:
     return None
 
 
-def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix, identity) -> int:
+def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix, identity, unfinished) -> int:
     from bespoke_exp import pipeline as pl
 
     items = [
@@ -144,10 +144,10 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix,
     images_dir = output_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(job_config(cfg)))
-    names = {(item.prompt_id, item.seed): image_file_name(item.prompt_id, item.seed) for item in items}
+    names = {(item.prompt_id, item.seed): image_store.image_file_name(item.prompt_id, item.seed) for item in items}
 
     timings = {}
-    earlier = _earlier_images(tracker, run_id, identity, list(names.values()), prefix)
+    earlier = _earlier_images(unfinished, identity, list(names.values()), prefix)
     if earlier is not None:
         generated = {key: earlier[name] for key, name in names.items()}
         for key, image in generated.items():
@@ -281,10 +281,6 @@ def load_training_grids(folder: str, cells: int) -> np.ndarray:
         with Image.open(file) as image:
             grids.append(np.asarray(recover_grid(image.convert("RGB"), cells)))
     return np.stack(grids)
-
-
-def image_file_name(prompt_id: str, seed: int) -> str:
-    return f"{prompt_id}_seed{seed}.png"
 
 
 def _progress_prefix(sweep: SweepContext | None, name: str) -> str:

@@ -197,14 +197,17 @@ def get_run(tracker: Tracker, run_id: str):
     return tracker.client.get_run(run_id)
 
 
-def find_job_runs(tracker: Tracker, identity: Mapping[str, str], status: str | None = None) -> list:
-    """Job runs in the experiment whose tags equal `identity`, newest first."""
-    clauses = [f"tags.`{TAG_ROLE}` = 'job'"] + [f"tags.`{k}` = '{v}'" for k, v in identity.items()]
-    if status:
-        clauses.append(f"attributes.status = '{status}'")
+def _newest_with_tags(tracker: Tracker, tags: Mapping[str, str], max_results: int) -> list:
+    """Runs of the experiment whose tags equal `tags`, newest first."""
+    clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     return tracker.client.search_runs(
-        [tracker.experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"], max_results=100
+        [tracker.experiment_id], clauses, order_by=["attributes.start_time DESC"], max_results=max_results
     )
+
+
+def find_job_runs(tracker: Tracker, identity: Mapping[str, str]) -> list:
+    """Job runs (any status) whose tags equal `identity`, newest first."""
+    return _newest_with_tags(tracker, {TAG_ROLE: "job", **identity}, max_results=100)
 
 
 def sweep_runs(tracker: Tracker, parent_run_id: str) -> tuple[list, list]:
@@ -214,19 +217,13 @@ def sweep_runs(tracker: Tracker, parent_run_id: str) -> tuple[list, list]:
     return child_runs(tracker, parent_run_id), [tracker.client.get_run(i) for i in dict.fromkeys(reused_ids)]
 
 
-
 class SweepNotFound(LookupError):
     """No sweep (or no such sweep) in the experiment; the message says what was searched."""
 
 
 def find_sweep(tracker: Tracker, sweep: str | None = None):
     """The parent run of a sweep: the latest by default, else by sweep id or parent run id."""
-    clauses = [f"tags.`{TAG_ROLE}` = 'sweep'"]
-    if sweep:
-        clauses.append(f"tags.`{TAG_SWEEP_ID}` = '{sweep}'")
-    found = tracker.client.search_runs(
-        [tracker.experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"], max_results=1
-    )
+    found = _newest_with_tags(tracker, {TAG_ROLE: "sweep", **({TAG_SWEEP_ID: sweep} if sweep else {})}, max_results=1)
     if found:
         return found[0]
     if sweep:
