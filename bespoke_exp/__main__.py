@@ -1,7 +1,7 @@
 """Run one job, or a sweep of them:
 
-    python -m bespoke_exp epoch=3 guidance=7.5
-    python -m bespoke_exp -m epoch=1,2,...,10 guidance=5,7.5,10
+python -m bespoke_exp epoch=3 guidance=7.5
+python -m bespoke_exp -m epoch=1,2,...,10 guidance=5,7.5,10
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from bespoke_exp.config import CONF_DIR, register_resolvers
-from bespoke_exp.job import run_job
 from bespoke_exp.overrides import expand_arguments
-from bespoke_exp.sweep import close_interrupted_sweeps, current_context
+from bespoke_exp.sweep.callback import close_interrupted_sweeps
+from bespoke_exp.sweep.context import current_context
+from bespoke_exp.sweep.job import run_job
 
 log = logging.getLogger("bespoke_exp")
 

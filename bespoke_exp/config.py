@@ -1,10 +1,12 @@
-"""Config helpers shared by the CLI and tests: resolvers, validation, flattening and
-the job fingerprint. Plain OmegaConf; nothing here starts a job."""
+"""Where things live and what a config means as data: the project and demo folders, the
+resolvers `conf/` uses, flattening to MLflow params and the job fingerprint.
+Plain OmegaConf and the standard library; nothing here starts a job."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,11 +18,22 @@ PROJECT_ROOT = CONF_DIR.parent
 # An identical job gives identical images and scores whatever is excluded here: where
 # things are stored, how runs are tracked and analysed, and whether to re-run it.
 FINGERPRINT_EXCLUDES = ("paths", "tracking", "analysis", "hydra", "force")
+# The embedded demo's recipe: bump when bespoke_exp.demo changes what it builds. Each
+# recipe builds into its own folder, so old builds are left untouched.
+DEMO_RECIPE = "v1"
+
+
+def default_demo_dir() -> Path:
+    """Where the demo lives unless `BESPOKE_EXP_DEMO_DIR` says otherwise."""
+    override = os.environ.get("BESPOKE_EXP_DEMO_DIR")
+    if override:
+        return Path(override).expanduser().resolve()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
+    return (cache / "bespoke_exp" / f"demo-{DEMO_RECIPE}").resolve()
 
 
 def register_resolvers() -> None:
-    from bespoke_exp.demo import default_demo_dir
-
+    """The resolvers conf/config.yaml uses for `paths.*`."""
     OmegaConf.register_new_resolver("bespoke_project_root", lambda: str(PROJECT_ROOT), replace=True)
     OmegaConf.register_new_resolver("bespoke_demo_dir", lambda: str(default_demo_dir()), replace=True)
 
@@ -29,38 +42,14 @@ class ConfigError(ValueError):
     """A config value is wrong; the message names the key, the value and what is allowed."""
 
 
-def validate_job_config(cfg: DictConfig) -> None:
-    """Reject values that would waste a model load, naming the key and what is allowed."""
-    s = cfg.sampler
-    problems = []
-    if not isinstance(cfg.epoch, int) or isinstance(cfg.epoch, bool):
-        problems.append(f"epoch={cfg.epoch!r} must be an integer (sweep with epoch=1,2,...,10)")
-    if int(s.steps) <= 0:
-        problems.append(f"sampler.steps={s.steps} must be > 0")
-    if float(s.guidance) < 0:
-        problems.append(f"guidance={s.guidance} must be >= 0")
-    for key in ("width", "height"):
-        if int(s[key]) <= 0 or int(s[key]) % 8:
-            problems.append(f"sampler.{key}={s[key]} must be a positive multiple of 8")
-    if len(s.seeds) == 0:
-        problems.append("sampler.seeds is empty; give at least one seed, e.g. [0, 1]")
-    if int(s.batch_size) <= 0:
-        problems.append(f"sampler.batch_size={s.batch_size} must be > 0")
-    items = cfg.prompts.get("items") or []
-    if len(items) == 0:
-        problems.append(f"prompts={cfg.prompts.get('name')!r} has no items")
-    ids = [item.get("id") for item in items]
-    if len(set(ids)) != len(ids) or any(not i for i in ids):
-        problems.append(f"prompts.items ids must be unique and non-empty, got {ids}")
-    from bespoke_exp.prompt_spec import validate_prompt
+def compose_config(overrides: Iterable[str] = ()) -> DictConfig:
+    """conf/config.yaml composed with `overrides`, as `python -m bespoke_exp` composes it
+    (outside a running Hydra app)."""
+    from hydra import compose, initialize_config_dir
 
-    for item in items:
-        try:
-            validate_prompt(str(item.get("text", "")), int(cfg.prompts.get("cells", 24)))
-        except ValueError as error:
-            problems.append(f"prompts item {item.get('id')!r}: {error}")
-    if problems:
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
 
 
 def job_config(cfg: DictConfig) -> dict:
@@ -79,8 +68,14 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
             flat.update(flatten(value, f"{name}."))
         elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
             for index, entry in enumerate(value):
-                entry_name = f"{name}.{entry.get('id', index)}" if isinstance(entry, dict) else f"{name}.{index}"
-                flat.update(flatten(entry, f"{entry_name}.") if isinstance(entry, dict) else {entry_name: json.dumps(entry)})
+                entry_name = (
+                    f"{name}.{entry.get('id', index)}" if isinstance(entry, dict) else f"{name}.{index}"
+                )
+                flat.update(
+                    flatten(entry, f"{entry_name}.")
+                    if isinstance(entry, dict)
+                    else {entry_name: json.dumps(entry)}
+                )
         elif isinstance(value, list):
             flat[name] = json.dumps(value)
         else:
@@ -104,4 +99,3 @@ def job_fingerprint(cfg: DictConfig, exclude: Iterable[str] = FINGERPRINT_EXCLUD
     kept = {k: v for k, v in data.items() if k not in set(exclude)}
     canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-

@@ -29,9 +29,7 @@ def expand_ellipsis(argument: str) -> str:
         raise ValueError(f"{argument!r}: the values before '...' must be evenly spaced")
     count = (end - head[0]) / step
     if count < 0 or count != count.to_integral_value():
-        raise ValueError(
-            f"{argument!r}: {end} is not reached from {head[0]} in steps of {step}"
-        )
+        raise ValueError(f"{argument!r}: {end} is not reached from {head[0]} in steps of {step}")
     sequence = [head[0] + i * step for i in range(int(count) + 1)]
     return f"{key}={','.join(format(v.normalize(), 'f') for v in sequence)}"
 

@@ -23,13 +23,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", default=uri, help=f"MLflow tracking URI (default: {uri})")
     parser.add_argument("--experiment", default=experiment, help=f"experiment name (default: {experiment})")
     parser.add_argument("--sweep", default=None, help="sweep id or parent run id (default: the latest sweep)")
-    parser.add_argument("--metric", default=None, help="metric to rank by (default: conf/analysis, the composite score)")
-    parser.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: conf/analysis)")
+    parser.add_argument(
+        "--metric", default=None, help="metric to rank by (default: conf/analysis, the composite score)"
+    )
+    parser.add_argument(
+        "--n-boot", type=int, default=None, help="bootstrap resamples (default: conf/analysis)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
-    parser.add_argument("--log", action="store_true", help="log the report and pictures to the sweep's parent run")
-    parser.add_argument("--register", metavar="NAME", default=None,
-                        help="with --log: register the recommended LoRA as NAME@champion")
-    parser.add_argument("--out", type=Path, default=None, help="with --log: also write the report to this folder")
+    parser.add_argument(
+        "--log", action="store_true", help="log the report and pictures to the sweep's parent run"
+    )
+    parser.add_argument(
+        "--register",
+        metavar="NAME",
+        default=None,
+        help="with --log: register the recommended LoRA as NAME@champion",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="with --log: also write the report to this folder"
+    )
     return parser.parse_args(argv)
 
 
@@ -46,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"sweep_id": sweep.sweep_id, "parent_run_id": sweep.parent_run_id, **rec.to_dict()}, indent=2))
+        print(
+            json.dumps(
+                {"sweep_id": sweep.sweep_id, "parent_run_id": sweep.parent_run_id, **rec.to_dict()}, indent=2
+            )
+        )
     else:
         print(f"sweep {sweep.sweep_id} (parent run {sweep.parent_run_id}, {len(sweep.runs)} finished jobs)\n")
         print(rec.to_markdown(top=len(rec.ranking)))

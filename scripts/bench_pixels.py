@@ -3,7 +3,7 @@
     python scripts/bench_pixels.py                 # 200 portraits per defect class, seed 0
     python scripts/bench_pixels.py --portraits 50 --seed 3 --size 1024
 
-For each defect class (bespoke_exp.defects) it prints the share of cells recovered
+For each defect class (bespoke_exp.demo.defects) it prints the share of cells recovered
 correctly by `recover_grid` and by plain PIL resizes to 24x24 (NEAREST, BOX), and the
 milliseconds per image for `recover_grid` and `evaluate`. A cell is correct when its
 recovered colour is nearer to the true colour than to any other colour of that
@@ -17,20 +17,16 @@ import argparse
 import time
 
 import numpy as np
+from omegaconf import OmegaConf
 from PIL import Image
 
-from bespoke_exp.defects import DEFECT_CLASSES, apply_defect
-from bespoke_exp.metrics import evaluate
-from bespoke_exp.pixels import recover_grid
-from bespoke_exp.punks import caption, render, sample_spec
+from bespoke_exp.config import CONF_DIR
+from bespoke_exp.demo.defects import DEFECT_CLASSES, apply_defect
+from bespoke_exp.demo.punks import caption, render, sample_spec
+from bespoke_exp.pixelart.grid import cell_accuracy, recover_grid
+from bespoke_exp.scoring.evaluate import evaluate
 
-
-def cell_accuracy(recovered: np.ndarray, truth: np.ndarray) -> float:
-    """Share of cells whose nearest colour in the true palette is the true colour."""
-    palette = np.unique(truth.reshape(-1, 3), axis=0).astype(int)
-    d = ((recovered.reshape(-1, 1, 3).astype(int) - palette[None]) ** 2).sum(-1)
-    snapped = palette[d.argmin(1)].reshape(truth.shape)
-    return float((snapped == truth).all(-1).mean())
+REGIONS = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "metrics" / "default.yaml").regions)
 
 
 def main() -> None:
@@ -41,7 +37,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4, help="time evaluate() on every n-th image")
     args = parser.parse_args()
 
-    header = f"{'defect':<10}{'recover':>9}{'worst':>8}{'NEAREST':>9}{'BOX':>8}{'ms/recover':>12}{'ms/evaluate':>13}"
+    header = f"{'defect':<10}{'recover':>9}{'worst':>8}{'NEAREST':>9}{'BOX':>8}"
+    header += f"{'ms/recover':>12}{'ms/evaluate':>13}"
     print(f"{args.portraits} portraits per class, {args.size}x{args.size}, seed {args.seed}")
     print(header)
     print("-" * len(header))
@@ -61,16 +58,21 @@ def main() -> None:
             box.append(cell_accuracy(np.asarray(img.resize((24, 24), Image.BOX)), truth))
             if i % args.eval_every == 0:
                 t0 = time.perf_counter()
-                evaluate(img, caption(spec))
+                evaluate(img, caption(spec), regions=REGIONS)
                 t_eval.append(time.perf_counter() - t0)
         all_acc += acc
         rec_ms += t_rec
         eval_ms += t_eval
-        print(f"{defect:<10}{np.mean(acc):>9.4f}{np.min(acc):>8.3f}{np.mean(near):>9.4f}{np.mean(box):>8.4f}"
-              f"{1e3 * np.mean(t_rec):>12.1f}{1e3 * np.mean(t_eval):>13.1f}", flush=True)
+        print(
+            f"{defect:<10}{np.mean(acc):>9.4f}{np.min(acc):>8.3f}{np.mean(near):>9.4f}{np.mean(box):>8.4f}"
+            f"{1e3 * np.mean(t_rec):>12.1f}{1e3 * np.mean(t_eval):>13.1f}",
+            flush=True,
+        )
     print("-" * len(header))
-    print(f"{'all':<10}{np.mean(all_acc):>9.4f}{np.min(all_acc):>8.3f}{'':>17}"
-          f"{1e3 * np.mean(rec_ms):>12.1f}{1e3 * np.mean(eval_ms):>13.1f}")
+    print(
+        f"{'all':<10}{np.mean(all_acc):>9.4f}{np.min(all_acc):>8.3f}{'':>17}"
+        f"{1e3 * np.mean(rec_ms):>12.1f}{1e3 * np.mean(eval_ms):>13.1f}"
+    )
 
 
 if __name__ == "__main__":

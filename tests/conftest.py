@@ -7,17 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from bespoke_exp.config import CONF_DIR, register_resolvers
-
-register_resolvers()
+from bespoke_exp.config import compose_config
 
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
-    from bespoke_exp.demo import ensure_demo
+    from bespoke_exp.demo.build import ensure_demo
 
     root = tmp_path_factory.mktemp("demo") / "demo"
     os.environ["BESPOKE_EXP_DEMO_DIR"] = str(root)  # subprocess sweeps reuse this build
@@ -27,11 +24,6 @@ def demo_dir(tmp_path_factory) -> Path:
 @pytest.fixture()
 def tracking_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-
-
-def compose_config(overrides: list[str] = ()) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 @pytest.fixture()

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from bespoke_exp import analysis, tracking
-from bespoke_exp.checkpoint import file_sha256
+from bespoke_exp.analysis.champion import move_alias_if_better
+from bespoke_exp.generate.checkpoints import file_sha256
 
 
 @pytest.fixture()
@@ -14,10 +15,16 @@ def tracker(tracking_uri):
 
 
 def test_a_sweep_without_finished_jobs_is_refused_by_name(tracker, tracking_uri):
-    parent = tracking.start_run(tracker, "sweep", tags={tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP_ID: "s-1"})
-    child = tracking.start_run(tracker, "epoch=01 guidance=5", parent_run_id=parent, tags={tracking.TAG_ROLE: "job"})
+    parent = tracking.start_run(
+        tracker, "sweep", tags={tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP_ID: "s-1"}
+    )
+    child = tracking.start_run(
+        tracker, "epoch=01 guidance=5", parent_run_id=parent, tags={tracking.TAG_ROLE: "job"}
+    )
     tracking.fail_run(tracker, child, RuntimeError("out of memory"))
-    with pytest.raises(analysis.AnalysisError, match=f"sweep s-1 \\(parent run {parent}\\) has no FINISHED job runs"):
+    with pytest.raises(
+        analysis.AnalysisError, match=f"sweep s-1 \\(parent run {parent}\\) has no FINISHED job runs"
+    ):
         analysis.load_sweep(tracking_uri=tracking_uri, experiment="analysis")
     with pytest.raises(tracking.SweepNotFound, match="no sweep 'nope'"):
         analysis.load_sweep("nope", tracking_uri=tracking_uri, experiment="analysis")
@@ -30,7 +37,10 @@ def test_the_champion_alias_moves_only_for_a_better_score_and_history_is_kept(tr
     tracking.log_artifact(tracker, run, lora, "champion")
 
     def register(score):
-        return tracking.register_champion(tracker, "punks", run_id=run, artifact_path="champion", score=score, tags={})
+        version = tracking.register_model_version(
+            tracker, "punks", run_id=run, artifact_path="champion", tags={"score": f"{score:.6f}"}
+        )
+        return version, move_alias_if_better(tracker, "punks", version, score)
 
     assert register(0.5) == ("1", True)
     assert register(0.4) == ("2", False)
@@ -40,13 +50,15 @@ def test_the_champion_alias_moves_only_for_a_better_score_and_history_is_kept(tr
     assert sorted(str(v.version) for v in client.search_model_versions("name = 'punks'")) == ["1", "2", "3"]
 
 
-def _one_cell_sweep(tracker, lora, sha):
+def _one_job_sweep(tracker, lora, sha):
     """A Sweep over one real job run whose checkpoint is `lora`, recorded with `sha`."""
     parent = tracking.start_run(tracker, "sweep", tags={tracking.TAG_ROLE: "sweep"})
     job = tracking.start_run(tracker, "epoch=01 guidance=5", parent_run_id=parent)
-    cell = {"run_id": job, "epoch": 1, "guidance": 5.0, "checkpoint": str(lora)}
-    images = pd.DataFrame([{**cell, "prompt_id": "p", "split": "", "seed": s, "score": 0.6} for s in (0, 1)])
-    runs = pd.DataFrame([{**cell, "checkpoint_sha256": sha}])
+    job_row = {"run_id": job, "epoch": 1, "guidance": 5.0, "checkpoint": str(lora)}
+    images = pd.DataFrame(
+        [{**job_row, "prompt_id": "p", "split": "", "seed": s, "score": 0.6} for s in (0, 1)]
+    )
+    runs = pd.DataFrame([{**job_row, "checkpoint_sha256": sha}])
     sweep = analysis.Sweep(tracker, parent, "s-2", runs, images, 10, 24, None, [1], [5.0])
     return sweep, analysis.recommend(sweep, n_boot=50)
 
@@ -54,10 +66,10 @@ def _one_cell_sweep(tracker, lora, sha):
 def test_the_champion_is_the_evaluated_file_or_nothing(tracker, tmp_path, capsys):
     lora = tmp_path / "lora.safetensors"
     lora.write_bytes(b"evaluated weights")
-    sweep, rec = _one_cell_sweep(tracker, lora, file_sha256(lora))
+    sweep, rec = _one_job_sweep(tracker, lora, file_sha256(lora))
     assert analysis.register_champion(sweep, rec, "punks") == "1"
 
-    sweep, rec = _one_cell_sweep(tracker, lora, "0" * 64)  # the file changed after evaluation
+    sweep, rec = _one_job_sweep(tracker, lora, "0" * 64)  # the file changed after evaluation
     assert analysis.register_champion(sweep, rec, "punks") is None
     assert "changed since run" in capsys.readouterr().out
     assert [str(v.version) for v in tracker.client.search_model_versions("name = 'punks'")] == ["1"]

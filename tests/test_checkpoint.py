@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bespoke_exp.checkpoint import (
+from bespoke_exp.generate.checkpoints import (
     CheckpointError,
     available_epochs,
     describe_checkpoint,

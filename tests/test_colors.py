@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bespoke_exp.colors import PROTOTYPES
-from bespoke_exp.metrics import delta_e, name_colors, to_lab
+from bespoke_exp.pixelart.colors import PROTOTYPES, delta_e, name_colors, to_lab
 
 
 def test_each_prototype_is_named_as_itself_and_after_small_shifts() -> None:
@@ -18,4 +17,7 @@ def test_each_prototype_is_named_as_itself_and_after_small_shifts() -> None:
 
 def test_ciede2000_matches_published_reference_pair() -> None:
     # Sharma, Wu & Dalal (2005) test data, pair 1: dE00 = 2.0425.
-    assert abs(float(delta_e(np.array([50.0, 2.6772, -79.7751]), np.array([50.0, 0.0, -82.7485]))) - 2.0425) < 1e-3
+    assert (
+        abs(float(delta_e(np.array([50.0, 2.6772, -79.7751]), np.array([50.0, 0.0, -82.7485]))) - 2.0425)
+        < 1e-3
+    )

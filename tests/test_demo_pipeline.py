@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from bespoke_exp import pipeline as pl
-from bespoke_exp.checkpoint import available_epochs, describe_checkpoint
-from bespoke_exp.demo import LORA_STEM, DemoTraining
+from bespoke_exp.demo.training import LORA_STEM, DemoTraining
+from bespoke_exp.generate import pipeline as pl
+from bespoke_exp.generate.checkpoints import available_epochs, describe_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,10 @@ def pipe(demo_dir):
 SETTINGS = pl.SamplerSettings(
     scheduler="euler", steps=2, guidance=7.5, width=128, height=128, negative_prompt="", batch_size=2
 )
-ITEMS = [pl.GenerationItem("p", "TOK bespoke, 24x24 pixel grid portrait, orange solid background", s) for s in (0, 1)]
+ITEMS = [
+    pl.GenerationItem("p", "TOK bespoke, 24x24 pixel grid portrait, orange solid background", s)
+    for s in (0, 1)
+]
 
 
 def _pixels(pipe) -> list[np.ndarray]:

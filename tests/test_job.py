@@ -6,12 +6,12 @@ from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 from PIL import Image
 
-from bespoke_exp.checkpoint import CheckpointError
 from bespoke_exp.config import ConfigError
-from bespoke_exp.job import load_training_grids, run_job
-from bespoke_exp.metrics import training_match
-from bespoke_exp.pixels import recover_grid
-from bespoke_exp.sweep import SweepContext
+from bespoke_exp.generate.checkpoints import CheckpointError
+from bespoke_exp.pixelart.grid import recover_grid
+from bespoke_exp.scoring.memorisation import load_training_grids, training_match
+from bespoke_exp.sweep.context import SweepContext
+from bespoke_exp.sweep.job import run_job
 from bespoke_exp.tracking import TrackingError
 
 
@@ -30,7 +30,9 @@ def test_same_job_twice_gives_byte_identical_images(small_cfg, tmp_path):
     names = sorted(p.name for p in (first.output_dir / "images").glob("*.png"))
     assert names == ["advanced_seed0.png", "basic_seed0.png"]
     for name in names:
-        assert (tmp_path / "a" / "images" / name).read_bytes() == (tmp_path / "b" / "images" / name).read_bytes()
+        assert (tmp_path / "a" / "images" / name).read_bytes() == (
+            tmp_path / "b" / "images" / name
+        ).read_bytes()
 
 
 def test_job_logs_params_tags_and_artifacts(small_cfg, tmp_path):
@@ -48,7 +50,7 @@ def test_job_logs_params_tags_and_artifacts(small_cfg, tmp_path):
     assert len(tags["checkpoint_sha256"]) == 64 and len(tags["config_fingerprint"]) == 16
     assert tags["mlflow.parentRunId"] == _parent(small_cfg)
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"grid.png", "config.yaml", "images"} <= artifacts
+    assert {"sheet.png", "config.yaml", "images"} <= artifacts
     images = {a.path for a in client.list_artifacts(result.run_id, "images")}
     assert {"images/basic_seed0.png", "images/advanced_seed0.png"} <= images
     tables = {a.path for a in client.list_artifacts(result.run_id, "metrics")}
@@ -147,5 +149,7 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(small_cfg, tmp_pa
     with open_dict(small_cfg):
         small_cfg.tracking.uri = "http://127.0.0.1:9"  # nothing listens on the discard port
     # The probe's message, not MLflow's own after ~4 minutes of retries.
-    with pytest.raises(TrackingError, match=r"cannot reach MLflow tracking server tracking.uri='http://127.0.0.1:9'"):
+    with pytest.raises(
+        TrackingError, match=r"cannot reach MLflow tracking server tracking.uri='http://127.0.0.1:9'"
+    ):
         run_job(small_cfg, output_dir=tmp_path)

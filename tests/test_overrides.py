@@ -28,4 +28,9 @@ def test_expand_ellipsis_rejects_sequences_that_do_not_fit(argument):
 
 
 def test_expand_arguments_leaves_flags_alone():
-    assert expand_arguments(["-m", "epoch=1,2,...,3", "--cfg", "job"]) == ["-m", "epoch=1,2,3", "--cfg", "job"]
+    assert expand_arguments(["-m", "epoch=1,2,...,3", "--cfg", "job"]) == [
+        "-m",
+        "epoch=1,2,3",
+        "--cfg",
+        "job",
+    ]

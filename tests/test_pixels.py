@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bespoke_exp.defects import DEFECT_CLASSES, apply_defect, cell_edges, upscale
-from bespoke_exp.pixels import fit_grid, recover_grid
-from bespoke_exp.punks import PunkSpec, render, sample_spec
-
-
-def cell_accuracy(recovered: np.ndarray, truth: np.ndarray) -> float:
-    palette = np.unique(truth.reshape(-1, 3), axis=0).astype(int)
-    d = ((recovered.reshape(-1, 1, 3).astype(int) - palette[None]) ** 2).sum(-1)
-    return float((palette[d.argmin(1)].reshape(truth.shape) == truth).all(-1).mean())
+from bespoke_exp.demo.defects import DEFECT_CLASSES, apply_defect, cell_edges, upscale
+from bespoke_exp.demo.punks import PunkSpec, render, sample_spec
+from bespoke_exp.pixelart.grid import cell_accuracy, fit_grid, recover_grid
 
 
 @pytest.mark.parametrize("defect", DEFECT_CLASSES)

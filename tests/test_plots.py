@@ -12,9 +12,9 @@ from matplotlib.colors import to_hex
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from bespoke_exp.grids import BEST_RGB, comparison_sheet, seed_sheet
-from bespoke_exp.plots import save_figure, score_by_epoch_figure, score_heatmap_figure
-from bespoke_exp.punks import render, sample_spec
+from bespoke_exp.analysis.figures import save_figure, score_by_epoch_figure, score_heatmap_figure
+from bespoke_exp.analysis.sheets import BEST_RGB, comparison_sheet, seed_sheet
+from bespoke_exp.demo.punks import render, sample_spec
 
 EPOCHS, GUIDANCES = [2, 4, 6], [3.0, 7.5, 10.0]
 
@@ -26,9 +26,9 @@ def cells() -> pd.DataFrame:
     for e in EPOCHS:
         for g in GUIDANCES:
             score = 0.4 + 0.05 * e - 0.01 * g
-            rows.append(dict(epoch=e, guidance=g, score=score, ci_low=score - 0.02, ci_high=score + 0.02))
+            rows.append(dict(epoch=e, guidance=g, mean=score, ci_low=score - 0.02, ci_high=score + 0.02))
     df = pd.DataFrame(rows)
-    df.loc[(df.epoch == 4) & (df.guidance == 10.0), ["score", "ci_low", "ci_high"]] = np.nan
+    df.loc[(df.epoch == 4) & (df.guidance == 10.0), ["mean", "ci_low", "ci_high"]] = np.nan
     return df[~((df.epoch == 6) & (df.guidance == 3.0))].reset_index(drop=True)
 
 
@@ -42,7 +42,7 @@ def test_heatmap_labels_every_score_and_dashes_missing_cells(cells):
     fig = score_heatmap_figure(cells, best=BEST, metric_label="grid/purity")
     ax = fig.axes[0]
     texts = [t.get_text() for t in ax.texts]
-    for score in cells["score"].dropna():
+    for score in cells["mean"].dropna():
         assert f"{score:.3f}" in texts
     assert texts.count("\u2014") == 2  # the NaN row and the absent row
     assert [t.get_text() for t in ax.get_yticklabels()] == ["2", "4", "6"]
@@ -54,7 +54,7 @@ def test_heatmap_labels_every_score_and_dashes_missing_cells(cells):
 def test_heatmap_text_contrasts_with_cell_colour(cells):
     ax = score_heatmap_figure(cells).axes[0]
     by_text = {t.get_text(): t for t in ax.texts}
-    low, high = cells["score"].min(), cells["score"].max()
+    low, high = cells["mean"].min(), cells["mean"].max()
     # viridis runs from dark purple (low) to yellow (high)
     assert by_text[f"{low:.3f}"].get_color() == "white"
     assert by_text[f"{high:.3f}"].get_color() == "black"
@@ -76,7 +76,7 @@ def test_heatmap_outlines_the_best_cell(cells):
 
 
 def test_line_figure_has_one_line_per_guidance_and_marks_best(cells):
-    marginal = cells.groupby("epoch", as_index=False)[["score", "ci_low", "ci_high"]].mean()
+    marginal = cells.groupby("epoch", as_index=False)[["mean", "ci_low", "ci_high"]].mean()
     fig = score_by_epoch_figure(cells, metric_label="grid/purity", best=BEST, marginal=marginal)
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
@@ -136,7 +136,7 @@ def test_best_must_be_a_scored_cell(cells):
 
 
 def test_plots_never_import_pyplot():
-    code = "import sys, bespoke_exp.plots; print('matplotlib.pyplot' in sys.modules)"
+    code = "import sys, bespoke_exp.analysis.figures; print('matplotlib.pyplot' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -176,8 +176,9 @@ def arts() -> dict[tuple[int, float], np.ndarray]:
 def sheet(arts) -> Image.Image:
     images = {key: _generated(art, i) for i, (key, art) in enumerate(arts.items())}  # (4, 7.5) missing
     scores = {(2, 3.0): 0.5, (2, 7.5): 0.9, (4, 3.0): 0.7}
-    return comparison_sheet(images, [2, 4], [3.0, 7.5], scores=scores, best=(2, 7.5),
-                            title="prompt p01, seed 0", cell_size=CELL)
+    return comparison_sheet(
+        images, [2, 4], [3.0, 7.5], scores=scores, best=(2, 7.5), title="prompt p01, seed 0", cell_size=CELL
+    )
 
 
 def test_sheet_lays_out_epochs_as_rows_and_guidances_as_columns(sheet):
@@ -219,7 +220,7 @@ def test_sheet_draws_a_missing_tile(sheet):
     left, top, right, bottom = sheet.info["tiles"][(4, 7.5)]["generated"]
     right = sheet.info["tiles"][(4, 7.5)]["recovered"][2]
     region = np.asarray(sheet)[top:bottom, left:right].astype(int)
-    grey = (np.abs(region - region[..., :1]).max(axis=2) <= 2)  # R == G == B
+    grey = np.abs(region - region[..., :1]).max(axis=2) <= 2  # R == G == B
     assert grey.mean() > 0.99
     assert 150 < np.median(region) < 240  # light grey, not white and not art
     assert (region.sum(axis=2) < 150).sum() > 20  # dark "missing" text
@@ -252,13 +253,18 @@ def test_seed_sheet_uses_the_same_tiles(arts):
     prompts = ["p01", "p02_a_rather_long_prompt_id"]
     sheet = seed_sheet(images, prompts, [0, 1], title="best cell", cell_size=CELL)
     tiles = sheet.info["tiles"]
-    assert set(tiles) == {("p01", 0), ("p01", 1), ("p02_a_rather_long_prompt_id", 0),
-                          ("p02_a_rather_long_prompt_id", 1)}
+    assert set(tiles) == {
+        ("p01", 0),
+        ("p01", 1),
+        ("p02_a_rather_long_prompt_id", 0),
+        ("p02_a_rather_long_prompt_id", 1),
+    }
     for key, art in ((("p01", 0), art_a), (("p02_a_rather_long_prompt_id", 1), art_b)):
         _assert_recovered(sheet, tiles[key], art)
     missing = tiles[("p01", 1)]
-    region = np.asarray(sheet)[missing["generated"][1] : missing["generated"][3],
-                               missing["generated"][0] : missing["recovered"][2]]
+    region = np.asarray(sheet)[
+        missing["generated"][1] : missing["generated"][3], missing["generated"][0] : missing["recovered"][2]
+    ]
     assert 150 < np.median(region) < 240
     with pytest.raises(ValueError, match=r"\('p03', 0\)"):
         seed_sheet({("p03", 0): images[("p01", 0)]}, ["p01"], [0])

@@ -1,4 +1,5 @@
-"""ranking: bootstrap ranking, paired comparisons and the diagnosis rules on constructed sweeps."""
+"""analysis statistics, diagnosis and recommendation: bootstrap ranking, paired comparisons
+and the diagnosis rules on constructed sweeps."""
 
 from __future__ import annotations
 
@@ -9,15 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bespoke_exp.ranking import (
-    NEAR_COPY,
-    Thresholds,
-    compare_cells,
-    diagnose,
-    marginal,
-    rank_cells,
-    recommend,
-)
+from bespoke_exp.analysis.diagnosis import Thresholds, diagnose
+from bespoke_exp.analysis.recommendation import recommend_from_images
+from bespoke_exp.analysis.statistics import NEAR_COPY, compare_combinations, marginal, rank_combinations
 
 GUIDANCE = (5.0, 7.5, 10.0)
 PROMPTS = {"p_train": "train", "p_held1": "heldout", "p_held2": "heldout"}
@@ -38,7 +33,7 @@ def sweep(
 ) -> pd.DataFrame:
     """One row per image: score = curve(epoch) + guidance term + split term + item effect + noise.
 
-    The item effect (per prompt and seed, shared by every cell) models prompt difficulty:
+    The item effect (per prompt and seed, shared by every combination) models prompt difficulty:
     paired comparisons should cancel it.
     """
     rng = np.random.default_rng(seed)
@@ -49,9 +44,17 @@ def sweep(
         for g in GUIDANCE:
             for k, (p, s) in enumerate(items):
                 row = {
-                    "run_id": f"run-e{e}-g{g}", "epoch": e, "guidance": g, "prompt_id": p,
-                    "split": PROMPTS[p], "seed": s, "checkpoint": f"lora-{e:06d}.safetensors",
-                    "score": curve(e) + guidance(g) + split_effect(e, PROMPTS[p]) + effect[(p, s)]
+                    "run_id": f"run-e{e}-g{g}",
+                    "epoch": e,
+                    "guidance": g,
+                    "prompt_id": p,
+                    "split": PROMPTS[p],
+                    "seed": s,
+                    "checkpoint": f"lora-{e:06d}.safetensors",
+                    "score": curve(e)
+                    + guidance(g)
+                    + split_effect(e, PROMPTS[p])
+                    + effect[(p, s)]
                     + rng.normal(0.0, noise),
                     "grid/purity": 0.9,
                 }
@@ -83,7 +86,7 @@ def finding(diag, code: str):
 
 # --------------------------------------------------------------------------- scenarios
 def test_clear_peak_at_epoch_6_is_overfitting_and_suggests_six_epochs() -> None:
-    rec = recommend(sweep(peak6, lambda g: -abs(g - 7.5) * 0.01), final_epoch=10, n_boot=B)
+    rec = recommend_from_images(sweep(peak6, lambda g: -abs(g - 7.5) * 0.01), final_epoch=10, n_boot=B)
     assert (rec.best["epoch"], rec.best["guidance"]) == (6, 7.5)
     assert rec.best["checkpoint"] == "lora-000006.safetensors"
     assert rec.diagnosis.code == "overfitting" and codes(rec.diagnosis)[0] == "overfitting"
@@ -95,7 +98,7 @@ def test_clear_peak_at_epoch_6_is_overfitting_and_suggests_six_epochs() -> None:
 
 @pytest.mark.parametrize("final_epoch", [10, None])
 def test_still_rising_at_the_final_epoch_is_undertrained(final_epoch) -> None:
-    rec = recommend(sweep(rising), final_epoch=final_epoch, n_boot=B)
+    rec = recommend_from_images(sweep(rising), final_epoch=final_epoch, n_boot=B)
     assert rec.best["epoch"] == 10
     assert rec.diagnosis.code == "undertrained"
     assert rec.retrain.action == "more_epochs" and rec.retrain.epochs > 10
@@ -111,11 +114,11 @@ def test_still_rising_before_the_trainers_last_epoch_asks_to_sweep_the_rest() ->
 
 
 def test_flat_and_poor_says_check_the_data() -> None:
-    rec = recommend(sweep(lambda e: 0.30), final_epoch=10, n_boot=B)
+    rec = recommend_from_images(sweep(lambda e: 0.30), final_epoch=10, n_boot=B)
     assert rec.diagnosis.code == "poor_overall" and codes(rec.diagnosis)[0] == "poor_overall"
     assert rec.retrain.action == "check_data"
     assert finding(rec.diagnosis, "poor_overall").evidence["best_score"] < 0.5
-    assert "no cell is good enough" in rec.to_markdown()
+    assert "none is good enough" in rec.to_markdown()
 
 
 def test_widening_heldout_gap_is_a_finding_with_its_numbers() -> None:
@@ -172,11 +175,11 @@ def test_guidance_sensitivity_names_the_best_guidance() -> None:
 # --------------------------------------------------------------------------- comparisons
 def test_best_does_not_beat_an_identical_runner_up_but_beats_a_worse_one() -> None:
     images = sweep(peak6, {5.0: -0.10, 7.5: 0.0, 10.0: 0.0}.get)  # 7.5 and 10 identical in expectation
-    same = compare_cells(images, (6, 7.5), (6, 10.0), n_boot=B)
+    same = compare_combinations(images, (6, 7.5), (6, 10.0), n_boot=B)
     assert not same.significant and same.ci_low < 0 < same.ci_high
-    worse = compare_cells(images, (6, 7.5), (6, 5.0), n_boot=B)
+    worse = compare_combinations(images, (6, 7.5), (6, 5.0), n_boot=B)
     assert worse.significant and worse.diff == pytest.approx(0.10, abs=0.01)
-    rec = recommend(images, n_boot=B)
+    rec = recommend_from_images(images, n_boot=B)
     assert rec.best["epoch"] == 6 and rec.runner_up["epoch"] == 6
     assert not rec.beats_runner_up.significant and "does not beat the runner-up" in rec.to_markdown()
 
@@ -184,52 +187,55 @@ def test_best_does_not_beat_an_identical_runner_up_but_beats_a_worse_one() -> No
 def test_comparison_is_paired_over_items() -> None:
     # Prompt difficulty (sd 0.2) dwarfs the 0.03 difference; only a paired bootstrap sees it.
     images = sweep(lambda e: 0.6 + 0.03 * (e == 6), item_sd=0.2, noise=0.005)
-    cmp = compare_cells(images, (6, 7.5), (5, 7.5), n_boot=B)
+    cmp = compare_combinations(images, (6, 7.5), (5, 7.5), n_boot=B)
     assert cmp.significant and cmp.diff == pytest.approx(0.03, abs=0.01) and cmp.n_items == 12
-    ranked = rank_cells(images, n_boot=B).set_index(["epoch", "guidance"])
-    assert ranked.loc[(6, 7.5), "ci_low"] < ranked.loc[(5, 7.5), "score"]  # unpaired CIs overlap
+    ranked = rank_combinations(images, n_boot=B).set_index(["epoch", "guidance"])
+    assert ranked.loc[(6, 7.5), "ci_low"] < ranked.loc[(5, 7.5), "mean"]  # unpaired CIs overlap
 
 
 def test_missing_items_are_compared_on_the_shared_ones() -> None:
     images = sweep(peak6)
     drop = (images.epoch == 6) & (images.guidance == 7.5) & (images.seed == 0)
-    cmp = compare_cells(images[~drop], (6, 7.5), (5, 7.5), n_boot=B)
+    cmp = compare_combinations(images[~drop], (6, 7.5), (5, 7.5), n_boot=B)
     assert cmp.n_items == 9
-    ranked = rank_cells(images[~drop], n_boot=B).set_index(["epoch", "guidance"])
+    ranked = rank_combinations(images[~drop], n_boot=B).set_index(["epoch", "guidance"])
     assert ranked.loc[(6, 7.5), "n_items"] == 9 and ranked.loc[(5, 7.5), "n_items"] == 12
 
 
 # --------------------------------------------------------------------------- ranking and marginals
-def test_rank_cells_is_sorted_with_cis_around_the_mean_and_seeded() -> None:
+def test_rank_combinations_is_sorted_with_cis_around_the_mean_and_seeded() -> None:
     images = sweep(peak6, noise=0.03)
-    r = rank_cells(images, n_boot=B, seed=3)
+    r = rank_combinations(images, n_boot=B, seed=3)
     assert len(r) == 30 and list(r["rank"]) == list(range(1, 31))
-    assert r["score"].is_monotonic_decreasing
-    assert ((r.ci_low <= r.score) & (r.score <= r.ci_high) & (r.ci_low < r.ci_high)).all()
+    assert r["mean"].is_monotonic_decreasing
+    assert ((r.ci_low <= r["mean"]) & (r["mean"] <= r.ci_high) & (r.ci_low < r.ci_high)).all()
     expect = images.groupby(["epoch", "guidance"])["score"].mean()
-    got = r.set_index(["epoch", "guidance"])["score"].sort_index()
+    got = r.set_index(["epoch", "guidance"])["mean"].sort_index()
     assert got.to_numpy() == pytest.approx(expect.to_numpy())
     assert list(r.columns[:4]) == ["epoch", "guidance", "run_id", "checkpoint"]
-    pd.testing.assert_frame_equal(r, rank_cells(images, n_boot=B, seed=3))
-    assert not np.allclose(r.ci_low, rank_cells(images, n_boot=B, seed=4).ci_low)
+    pd.testing.assert_frame_equal(r, rank_combinations(images, n_boot=B, seed=3))
+    assert not np.allclose(r.ci_low, rank_combinations(images, n_boot=B, seed=4).ci_low)
 
 
 def test_lower_is_better_metrics_rank_lowest_first() -> None:
     # The registry says grid/aa_width is lower-is-better.
     images = sweep(peak6).assign(**{"grid/aa_width": lambda d: d.epoch + d.score})
-    assert rank_cells(images, metric="grid/aa_width", n_boot=B).iloc[0]["epoch"] == 1
-    assert compare_cells(images, (1, 7.5), (2, 7.5), metric="grid/aa_width", n_boot=B).significant
-    assert not compare_cells(images, (2, 7.5), (1, 7.5), metric="grid/aa_width", n_boot=B).significant
-    assert rank_cells(images, metric="grid/aa_width", n_boot=B, higher_is_better=True).iloc[0]["epoch"] == 10
+    assert rank_combinations(images, metric="grid/aa_width", n_boot=B).iloc[0]["epoch"] == 1
+    assert compare_combinations(images, (1, 7.5), (2, 7.5), metric="grid/aa_width", n_boot=B).significant
+    assert not compare_combinations(images, (2, 7.5), (1, 7.5), metric="grid/aa_width", n_boot=B).significant
+    assert (
+        rank_combinations(images, metric="grid/aa_width", n_boot=B, higher_is_better=True).iloc[0]["epoch"]
+        == 10
+    )
 
 
 def test_marginals_average_the_other_factor() -> None:
     images = sweep(peak6, {5.0: -0.10, 7.5: 0.0, 10.0: -0.05}.get)
     by_e = marginal(images, by="epoch", n_boot=B)
-    assert list(by_e.columns) == ["epoch", "score", "ci_low", "ci_high", "n_items"]
-    assert list(by_e.epoch) == list(range(1, 11)) and by_e.loc[by_e.score.idxmax(), "epoch"] == 6
+    assert list(by_e.columns) == ["epoch", "mean", "ci_low", "ci_high", "n_items"]
+    assert list(by_e.epoch) == list(range(1, 11)) and by_e.loc[by_e["mean"].idxmax(), "epoch"] == 6
     by_g = marginal(images, by="guidance", n_boot=B).set_index("guidance")
-    assert by_g.loc[7.5, "score"] - by_g.loc[5.0, "score"] == pytest.approx(0.10, abs=0.01)
+    assert by_g.loc[7.5, "mean"] - by_g.loc[5.0, "mean"] == pytest.approx(0.10, abs=0.01)
     with pytest.raises(ValueError, match="seed"):
         marginal(images, by="seed")
 
@@ -238,18 +244,20 @@ def test_marginals_average_the_other_factor() -> None:
 def test_to_dict_is_plain_json() -> None:
     images = sweep(peak6, near_copy=lambda e: 0.0)
     images.loc[images.epoch == 3, "checkpoint"] = np.nan
-    d = recommend(images, final_epoch=10, n_boot=B).to_dict()
+    d = recommend_from_images(images, final_epoch=10, n_boot=B).to_dict()
     assert json.loads(json.dumps(d, allow_nan=False)) == d
     assert {"best", "ranking", "diagnosis", "retrain"} <= set(d)
     assert set(d["diagnosis"]) == {"code", "sentence", "findings"}
     assert d["retrain"] == {"action": "fewer_epochs", "reason": d["retrain"]["reason"], "epochs": 6}
-    assert type(d["best"]["epoch"]) is int and type(d["best"]["score"]) is float
+    assert type(d["best"]["epoch"]) is int and type(d["best"]["mean"]) is float
     assert {r["checkpoint"] for r in d["ranking"] if r["epoch"] == 3} == {None}
-    assert json.loads(json.dumps(recommend(sweep(sweet), n_boot=B).to_dict()))["retrain"] is None
+    assert json.loads(json.dumps(recommend_from_images(sweep(sweet), n_boot=B).to_dict()))["retrain"] is None
 
 
 def test_markdown_headline_names_the_pick_and_its_ci() -> None:
-    md = recommend(sweep(peak6, lambda g: -abs(g - 7.5) * 0.01), final_epoch=10, n_boot=B).to_markdown()
+    md = recommend_from_images(
+        sweep(peak6, lambda g: -abs(g - 7.5) * 0.01), final_epoch=10, n_boot=B
+    ).to_markdown()
     assert md.splitlines()[2].startswith("Use epoch 6 at guidance 7.5 (score 0.")
     assert "95% CI" in md and "beyond noise" in md and "fewer_epochs (epochs=6)" in md
     assert "| 1 | 6 | 7.5 |" in md
@@ -259,15 +267,15 @@ def test_markdown_headline_names_the_pick_and_its_ci() -> None:
 def test_errors_name_the_problem() -> None:
     images = sweep(peak6, epochs=[1, 2])
     with pytest.raises(ValueError, match="empty"):
-        rank_cells(images.iloc[:0])
+        rank_combinations(images.iloc[:0])
     with pytest.raises(ValueError, match=r"'prompt_id', 'seed'"):
-        rank_cells(images.drop(columns=["prompt_id", "seed"]))
+        rank_combinations(images.drop(columns=["prompt_id", "seed"]))
     with pytest.raises(ValueError, match="adherence/pass_rate"):
-        rank_cells(images, metric="adherence/pass_rate")
+        rank_combinations(images, metric="adherence/pass_rate")
     with pytest.raises(ValueError, match="no/such"):
-        rank_cells(images.assign(**{"no/such": 1.0}), metric="no/such")
+        rank_combinations(images.assign(**{"no/such": 1.0}), metric="no/such")
     with pytest.raises(ValueError, match=r"\(3, 7.5\)"):
-        compare_cells(images, (1, 7.5), (3, 7.5))
+        compare_combinations(images, (1, 7.5), (3, 7.5))
 
 
 def test_thresholds_change_the_verdict() -> None:

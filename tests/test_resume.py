@@ -5,10 +5,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
 from bespoke_exp import tracking
-from bespoke_exp.config import job_fingerprint
-from bespoke_exp.job import run_job
-from bespoke_exp.sweep import SweepContext
-from tests.conftest import compose_config
+from bespoke_exp.config import compose_config, job_fingerprint
+from bespoke_exp.sweep.context import SweepContext
+from bespoke_exp.sweep.job import run_job
 
 
 def test_fingerprint_ignores_machine_paths_and_force_but_not_settings(tmp_path):
@@ -60,7 +59,9 @@ def test_images_of_a_crashed_attempt_are_reused_when_intact(small_cfg, tmp_path,
     metrics = MlflowClient(small_cfg.tracking.uri).get_run(resumed.run_id).data.metrics
     assert "time/generate_s" not in metrics and 0.0 <= metrics["score"] <= 1.0  # scored, not regenerated
     for name in ("basic_seed0.png", "advanced_seed0.png"):
-        assert (tmp_path / "b" / "images" / name).read_bytes() == (tmp_path / "a" / "images" / name).read_bytes()
+        assert (tmp_path / "b" / "images" / name).read_bytes() == (
+            tmp_path / "a" / "images" / name
+        ).read_bytes()
 
 
 def test_a_changed_image_forces_regeneration_and_says_why(small_cfg, tmp_path, capsys):
@@ -69,6 +70,8 @@ def test_a_changed_image_forces_regeneration_and_says_why(small_cfg, tmp_path, c
     damaged.write_bytes(damaged.read_bytes()[:-10])
     resumed = run_job(small_cfg, output_dir=tmp_path / "b")
     out = capsys.readouterr().out
-    assert f"earlier attempt {crashed} (FAILED): regenerating: {damaged} changed since it was generated" in out
+    assert (
+        f"earlier attempt {crashed} (FAILED): regenerating: {damaged} changed since it was generated" in out
+    )
     metrics = MlflowClient(small_cfg.tracking.uri).get_run(resumed.run_id).data.metrics
     assert metrics["time/generate_s"] > 0

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-
 from pathlib import Path
 
 import mlflow
@@ -21,12 +20,18 @@ STEM = "Bespoke_Punks_24x24_Pixel_Art"
 
 def _command(tmp_path, demo_dir, *overrides, sweep_dir="sweep"):
     return [
-        sys.executable, "-m", "bespoke_exp", "-m",
+        sys.executable,
+        "-m",
+        "bespoke_exp",
+        "-m",
         f"paths.demo={demo_dir}",
         f"tracking.uri={_uri(tmp_path)}",
         "tracking.experiment=sweep",
         f"hydra.sweep.dir={tmp_path / sweep_dir}",
-        "sampler.steps=2", "sampler.seeds=[0,1]", "sampler.width=128", "sampler.height=128",
+        "sampler.steps=2",
+        "sampler.seeds=[0,1]",
+        "sampler.width=128",
+        "sampler.height=128",
         *overrides,
     ]
 
@@ -45,7 +50,9 @@ def _runs(tmp_path):
 
 
 def _sweep(tmp_path, demo_dir, *overrides):
-    done = subprocess.run(_command(tmp_path, demo_dir, *overrides), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        _command(tmp_path, demo_dir, *overrides), capture_output=True, text=True, timeout=600
+    )
     return (done, *_runs(tmp_path))
 
 
@@ -75,31 +82,53 @@ def test_sweep_logs_one_parent_and_a_finished_child_per_job(tmp_path, demo_dir, 
 
     # The analysis ran at the end: report on the parent, next to the sweep, champion registered.
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    expected = {"recommendation.json", "recommendation.md", "ranking.csv", "score_by_epoch.png",
-                "score_heatmap.png", "best_seeds.png", *(f"comparison_{p}.png" for p in ("basic", "advanced", "accessory"))}
+    expected = {
+        "recommendation.json",
+        "recommendation.md",
+        "ranking.csv",
+        "score_by_epoch.png",
+        "score_heatmap.png",
+        "best_seeds.png",
+        *(f"comparison_{p}.png" for p in ("basic", "advanced", "accessory")),
+    }
     assert report == {f"report/{name}" for name in expected}
     assert {p.name for p in (tmp_path / "sweep" / "report").iterdir()} == expected
     best_run = parent.data.tags["best.run_id"]
     assert best_run in {c.info.run_id for c in children}
-    assert parent.data.tags["diagnosis"] and "best/score" in parent.data.metrics
+    assert parent.data.tags["diagnosis"] and "best/mean" in parent.data.metrics
 
     ranked = subprocess.run(
-        [sys.executable, "-m", "bespoke_exp.rank", "--json", "--tracking-uri", _uri(tmp_path), "--experiment", "sweep"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bespoke_exp.rank",
+            "--json",
+            "--tracking-uri",
+            _uri(tmp_path),
+            "--experiment",
+            "sweep",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert ranked.returncode == 0, ranked.stderr
     result = json.loads(ranked.stdout)
     assert result["parent_run_id"] == parent.info.run_id
     assert result["best"]["run_id"] == best_run
-    assert {"epoch", "guidance", "score", "ci_low", "ci_high", "checkpoint"} <= set(result["best"])
-    assert result["best"]["ci_low"] <= result["best"]["score"] <= result["best"]["ci_high"]
+    assert {"epoch", "guidance", "mean", "ci_low", "ci_high", "checkpoint"} <= set(result["best"])
+    assert result["best"]["ci_low"] <= result["best"]["mean"] <= result["best"]["ci_high"]
     assert len(result["ranking"]) == 6 and [c["rank"] for c in result["ranking"]] == list(range(1, 7))
     assert result["diagnosis"]["code"] and result["diagnosis"]["sentence"]
     assert "retrain" in result
 
     best_epoch = result["best"]["epoch"]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", _uri(tmp_path))  # models:/ URIs resolve through the registry URI
-    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{STEM}@champion", dst_path=str(tmp_path / "dl")))
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", _uri(tmp_path)
+    )  # models:/ URIs resolve through the registry URI
+    downloaded = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{STEM}@champion", dst_path=str(tmp_path / "dl"))
+    )
     expected_file = demo_dir / "checkpoints" / f"{STEM}-{best_epoch:06d}.safetensors"
     assert [p.name for p in downloaded.rglob("*.safetensors")] == [expected_file.name]
     assert next(downloaded.rglob("*.safetensors")).read_bytes() == expected_file.read_bytes()
@@ -125,13 +154,18 @@ def test_missing_epoch_fails_its_job_only_and_the_sweep_exits_non_zero(tmp_path,
     assert "1 of 3 jobs failed" in done.stderr
     # The jobs that finished are still ranked and reported.
     assert parents[0].data.tags["best.epoch"] in {"1", "3"}
-    assert "report/recommendation.json" in {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/recommendation.json" in {
+        a.path for a in client.list_artifacts(parents[0].info.run_id, "report")
+    }
 
 
 def test_killed_sweep_resumes_with_exactly_the_unfinished_jobs(tmp_path, demo_dir):
     axes = ("epoch=1,2,3", "guidance=5,7.5")
     process = subprocess.Popen(
-        _command(tmp_path, demo_dir, *axes, sweep_dir="first"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        _command(tmp_path, demo_dir, *axes, sweep_dir="first"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -144,11 +178,16 @@ def test_killed_sweep_resumes_with_exactly_the_unfinished_jobs(tmp_path, demo_di
     _, parents, children = _runs(tmp_path)
     assert [p.info.status for p in parents] == ["KILLED"], stderr[-4000:]
     assert "RUNNING" not in {c.info.status for c in children}
-    done_before = {c.info.run_id: (c.data.tags["epoch"], c.data.tags["guidance"])
-                   for c in children if c.info.status == "FINISHED"}
+    done_before = {
+        c.info.run_id: (c.data.tags["epoch"], c.data.tags["guidance"])
+        for c in children
+        if c.info.status == "FINISHED"
+    }
     assert 2 <= len(done_before) < 6
 
-    rerun = subprocess.run(_command(tmp_path, demo_dir, *axes, sweep_dir="second"), capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        _command(tmp_path, demo_dir, *axes, sweep_dir="second"), capture_output=True, text=True, timeout=600
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     client, parents, _ = _runs(tmp_path)
     parent = next(p for p in parents if p.info.status == "FINISHED")
@@ -165,14 +204,18 @@ def test_killed_sweep_resumes_with_exactly_the_unfinished_jobs(tmp_path, demo_di
 def test_rank_without_a_sweep_exits_non_zero_and_says_so(tmp_path):
     ranked = subprocess.run(
         [sys.executable, "-m", "bespoke_exp.rank", "--tracking-uri", _uri(tmp_path), "--experiment", "empty"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert ranked.returncode == 2
     assert f"no sweep in experiment 'empty' at {_uri(tmp_path)}" in ranked.stderr
 
 
 def test_bad_shared_settings_stop_the_sweep_before_any_run(tmp_path, demo_dir):
-    done, _, parents, children = _sweep(tmp_path, demo_dir, "epoch=1,2", "sampler.steps=0", "sampler.seeds=[]")
+    done, _, parents, children = _sweep(
+        tmp_path, demo_dir, "epoch=1,2", "sampler.steps=0", "sampler.seeds=[]"
+    )
     assert done.returncode == 2
     assert "sampler.steps=0 must be > 0" in done.stderr and "sampler.seeds is empty" in done.stderr
     assert parents == [] and children == []
@@ -191,5 +234,8 @@ def test_an_unusable_tracking_store_stops_the_sweep_naming_the_uri(tmp_path, dem
     command = _command(tmp_path, demo_dir, "epoch=1,2") + [f"tracking.uri=sqlite:///{blocker}/mlflow.db"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    assert f"sweep not started: cannot use MLflow tracking store tracking.uri='sqlite:///{blocker}/mlflow.db'" in done.stderr
+    assert (
+        f"sweep not started: cannot use MLflow tracking store tracking.uri='sqlite:///{blocker}/mlflow.db'"
+        in done.stderr
+    )
     assert not (tmp_path / "sweep" / "0").exists()

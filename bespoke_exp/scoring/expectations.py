@@ -17,28 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from bespoke_exp.colors import COLOR_ALIASES, COLOR_MODIFIERS, NAMED_COLORS, SKIN_TONES, skin_label
-
-Cell = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class Box:
-    """Inclusive cell rectangle, as in `x=10-13 y=15-16`."""
-
-    x0: int
-    x1: int
-    y0: int
-    y1: int
-
-    def cells(self) -> list[Cell]:
-        return [(x, y) for y in range(self.y0, self.y1 + 1) for x in range(self.x0, self.x1 + 1)]
-
-    def outline(self) -> list[Cell]:
-        return [(x, y) for x, y in self.cells() if x in (self.x0, self.x1) or y in (self.y0, self.y1)]
-
-    def __str__(self) -> str:
-        return f"x={self.x0}-{self.x1},y={self.y0}-{self.y1}"
+from bespoke_exp.pixelart.cells import Box, Cell
+from bespoke_exp.pixelart.colors import COLOR_ALIASES, COLOR_MODIFIERS, NAMED_COLORS, SKIN_TONES, skin_label
 
 
 @dataclass(frozen=True)
@@ -53,13 +33,20 @@ class Expectation:
 
 
 @dataclass(frozen=True)
-class Dot(Expectation):
-    """A single cell of a colour: `black pupils fixed at (8,12)`."""
+class FeatureColor(Expectation):
+    """A named feature in a colour (with an optional modifier such as `vibrant`); the
+    subclasses say where it must be."""
 
     feature: str = ""
-    color: str = ""
-    cell: Cell = (0, 0)
+    color: str | None = ""
     modifier: str | None = None
+
+
+@dataclass(frozen=True)
+class Dot(FeatureColor):
+    """A single cell of a colour: `black pupils fixed at (8,12)`."""
+
+    cell: Cell = (0, 0)
 
     @property
     def name(self) -> str:
@@ -67,45 +54,37 @@ class Dot(Expectation):
 
 
 @dataclass(frozen=True)
-class BoxFill(Expectation):
+class BoxFill(FeatureColor):
     """A filled rectangle of a colour: `pink lips spanning x=10-13 y=15-16`."""
 
-    feature: str = ""
-    color: str = ""
     box: Box = Box(0, 0, 0, 0)
-    modifier: str | None = None
 
     @property
     def name(self) -> str:
         return f"{self.feature}@{self.box}"
 
+    def covered(self) -> list[Cell]:
+        """The cells that must show the colour."""
+        return self.box.cells()
+
 
 @dataclass(frozen=True)
-class BoxOutline(Expectation):
+class BoxOutline(BoxFill):
     """A frame around a rectangle (glasses): `glasses spanning x=7-16 y=11-13`.
 
-    Without a colour, the frame must hold one colour that differs from the background.
+    Without a colour (None), the frame must hold one colour that differs from the background.
     """
 
-    feature: str = ""
-    color: str | None = None
-    box: Box = Box(0, 0, 0, 0)
-    modifier: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.feature}@{self.box}"
+    def covered(self) -> list[Cell]:
+        return self.box.outline()
 
 
 @dataclass(frozen=True)
-class Extent(Expectation):
+class Extent(FeatureColor):
     """Rows a feature spans: `black hair starting at y=3 extending to y=17`."""
 
-    feature: str = ""
-    color: str = ""
     y0: int = 0
     y1: int = 0
-    modifier: str | None = None
 
     @property
     def name(self) -> str:
@@ -113,12 +92,8 @@ class Extent(Expectation):
 
 
 @dataclass(frozen=True)
-class RegionColor(Expectation):
+class RegionColor(FeatureColor):
     """A feature's colour without coordinates (`brown hair`), checked in a configured region."""
-
-    feature: str = ""
-    color: str = ""
-    modifier: str | None = None
 
     @property
     def name(self) -> str:
@@ -215,7 +190,6 @@ UNCHECKED_FEATURES = (
     "ear", "eyebrow", "eyebrows", "tiara", "crown", "helmet", "scarf", "chain", "freckles",
     "shades", "goggles", "visor", "tattoo",
 )  # fmt: skip
-_STYLE_WORDS = re.compile(r"\b(tok|bespoke|style|portrait|symbolic|punk|profile|pixel|art)\b")
 _GENDER = re.compile(r"\b(male|female|man|woman|boy|girl)\b")
 _SPLIT = re.compile(r",(?![^()]*\))")  # commas outside parentheses
 _POINT = re.compile(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)")
@@ -242,80 +216,87 @@ def _ranges(pattern: re.Pattern[str], text: str) -> list[int]:
 def parse_phrase(phrase: str, cells: int = 24) -> tuple[list[Expectation], list[str], bool]:
     """Expectations from one phrase, out-of-grid errors, and whether it named anything."""
     text = phrase.strip().lower()
-    words = set(re.findall(r"[a-z]+", text))
-    out: list[Expectation] = []
-    errors: list[str] = []
     coords = [v for m in _POINT.finditer(text) for v in map(int, m.groups())]
     coords += _ranges(_X, text) + _ranges(_Y, text)
     bad = [v for v in coords if not 0 <= v < cells]
     if bad:
-        errors.append(f"prompt phrase {phrase.strip()!r}: coordinate {bad[0]} is outside the "
-                      f"{cells}x{cells} grid (valid cells are 0..{cells - 1})")
-        return out, errors, True
-
-    if "anti-aliasing" in text or "antialiasing" in text or "gradient" in text:
-        return [PixelArt(phrase)], errors, True
-    if "facing" in words:
-        direction = "left" if "left" in words else "right"
-        return [Facing(phrase, direction=direction)], errors, True
-    grid = _GRID.search(text)
-    if grid and ("pixel" in words or "grid" in words):
-        return [GridSize(phrase, cells=int(grid.group(1)))], errors, True
-    if _GENDER.search(text) and not (words & set(FEATURES)):
-        return [Unchecked(phrase, reason="gender is not measurable from cell colours")], errors, True
-
+        return (
+            [],
+            [
+                f"prompt phrase {phrase.strip()!r}: coordinate {bad[0]} is outside the "
+                f"{cells}x{cells} grid (valid cells are 0..{cells - 1})"
+            ],
+            True,
+        )
+    words = set(re.findall(r"[a-z]+", text))
+    style = _style_expectation(phrase, text, words)
+    if style is not None:
+        return [style], [], True
     unknown = sorted(words & set(UNCHECKED_FEATURES))
     named = [FEATURES[w] for w in re.findall(r"[a-z]+", text) if w in FEATURES]
     if unknown and not named:
-        return [Unchecked(phrase, reason=f"no check exists for {', '.join(unknown)}")], errors, True
+        return [Unchecked(phrase, reason=f"no check exists for {', '.join(unknown)}")], [], True
     if not named:
-        if _STYLE_WORDS.search(text) or not text:
-            return out, errors, False
-        return out, errors, False
+        return [], [], False  # style words, trigger words, or nothing a check could use
+    return _feature_expectations(phrase, text, words, named[0]), [], True
 
-    feature = named[0]
+
+def _style_expectation(phrase: str, text: str, words: set[str]) -> Expectation | None:
+    """The phrases about the picture as a whole: pixel-art style, grid size, facing, gender."""
+    if "anti-aliasing" in text or "antialiasing" in text or "gradient" in text:
+        return PixelArt(phrase)
+    if "facing" in words:
+        return Facing(phrase, direction="left" if "left" in words else "right")
+    grid = _GRID.search(text)
+    if grid and ("pixel" in words or "grid" in words):
+        return GridSize(phrase, cells=int(grid.group(1)))
+    if _GENDER.search(text) and not (words & set(FEATURES)):
+        return Unchecked(phrase, reason="gender is not measurable from cell colours")
+    return None
+
+
+def _feature_expectations(phrase: str, text: str, words: set[str], feature: str) -> list[Expectation]:
+    """A named feature's constraints, by what the phrase gives: cells, a box, rows, a colour."""
     color, modifier = _color(text)
     skin = _SKIN.search(text)
     points = [(int(a), int(b)) for a, b in _POINT.findall(text)]
     xs, ys = _ranges(_X, text), _ranges(_Y, text)
-
     if feature == "background":
         if color is None:
-            return [Unchecked(phrase, reason="background without a colour name")], errors, True
-        return [Background(phrase, color=color, modifier=modifier, solid="solid" in words)], errors, True
+            return [Unchecked(phrase, reason="background without a colour name")]
+        return [Background(phrase, color=color, modifier=modifier, solid="solid" in words)]
     if feature == "skin" or skin:
+        out: list[Expectation] = []
         if skin:
             out.append(RegionColor(phrase, feature="skin", color=skin_label(skin.group(1))))
         if "jaw" in words and ys:
             out.append(Jaw(phrase, y=ys[0]))
-        if not out:
-            out.append(Unchecked(phrase, reason="skin without a tone (light, tan, dark)"))
-        return out, errors, True
+        return out or [Unchecked(phrase, reason="skin without a tone (light, tan, dark)")]
     if feature == "jaw" and ys:
-        return [Jaw(phrase, y=ys[0])], errors, True
+        return [Jaw(phrase, y=ys[0])]
     if feature == "eyes" and "iris" in words:
         feature = "iris"
     if points:
         dot_color = color or ("black" if feature in ("pupils", "nose") else None)
         if dot_color is None:
-            return [Unchecked(phrase, reason=f"{feature} at a cell without a colour name")], errors, True
-        return [Dot(phrase, feature=feature, color=dot_color, cell=p, modifier=modifier) for p in points], errors, True
+            return [Unchecked(phrase, reason=f"{feature} at a cell without a colour name")]
+        return [Dot(phrase, feature=feature, color=dot_color, cell=p, modifier=modifier) for p in points]
     if xs and ys:
         box = Box(min(xs), max(xs), min(ys), max(ys))
         if feature == "glasses":
-            return [BoxOutline(phrase, feature=feature, color=color, box=box, modifier=modifier)], errors, True
+            return [BoxOutline(phrase, feature=feature, color=color, box=box, modifier=modifier)]
         if color is None:
-            return [Unchecked(phrase, reason=f"{feature} box without a colour name")], errors, True
-        return [BoxFill(phrase, feature=feature, color=color, box=box, modifier=modifier)], errors, True
+            return [Unchecked(phrase, reason=f"{feature} box without a colour name")]
+        return [BoxFill(phrase, feature=feature, color=color, box=box, modifier=modifier)]
     if ys:
         if color is None:
-            return [Unchecked(phrase, reason=f"{feature} rows without a colour name")], errors, True
-        return [Extent(phrase, feature=feature, color=color, y0=min(ys), y1=max(ys), modifier=modifier)], errors, True
+            return [Unchecked(phrase, reason=f"{feature} rows without a colour name")]
+        return [Extent(phrase, feature=feature, color=color, y0=min(ys), y1=max(ys), modifier=modifier)]
     if xs:
-        return [Unchecked(phrase, reason="columns (x=) without rows (y=)")], errors, True
+        return [Unchecked(phrase, reason="columns (x=) without rows (y=)")]
     if color is not None:
-        return [RegionColor(phrase, feature=feature, color=color, modifier=modifier)], errors, True
-    return [Unchecked(phrase, reason=f"{feature} without a colour or coordinates")], errors, True
+        return [RegionColor(phrase, feature=feature, color=color, modifier=modifier)]
+    return [Unchecked(phrase, reason=f"{feature} without a colour or coordinates")]
 
 
 def parse_prompt(text: str, cells: int = 24) -> ParsedPrompt:

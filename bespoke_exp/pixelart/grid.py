@@ -6,7 +6,7 @@
 Diffusion outputs are 1024 px for 24 cells (42.67 px per cell), with blurred edges,
 JPEG blocking, speckle, colour drift, wandering cell widths and art that may cover
 only part of the frame. The cell count is known, so instead of detecting the pitch we
-fit it (see shared/reference/pixel-metrics.md, "A known-count grid fit"):
+fit it:
 
 1. Work on a box-reduced copy (~10 px per cell): averaging blocks suppresses speckle
    and JPEG noise while keeping every cell edge.
@@ -23,6 +23,7 @@ fit it (see shared/reference/pixel-metrics.md, "A known-count grid fit"):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -198,8 +199,15 @@ def fit_grid(image: Image.Image | np.ndarray, cells: int = 24) -> GridFit:
         full = np.asarray(pil)  # a view for PIL images, no copy
         x = _refine(full[:: 4 * factor, :], x, factor, axis=1)  # every 4th working row is plenty
         y = _refine(full[:, :: 4 * factor], y, factor, axis=0)
-    return GridFit(x=x, y=y, width=width, height=height,
-                   x_edges=_above_median(gx), y_edges=_above_median(gy), work_scale=(sx, sy))
+    return GridFit(
+        x=x,
+        y=y,
+        width=width,
+        height=height,
+        x_edges=_above_median(gx),
+        y_edges=_above_median(gy),
+        work_scale=(sx, sy),
+    )
 
 
 def _above_median(profile: np.ndarray) -> np.ndarray:
@@ -213,7 +221,10 @@ def edge_alignment(fit: GridFit, tolerance: int = 1) -> float:
     """Share of above-noise edge strength within `tolerance` working pixels of a
     fitted boundary (1.0 for perfect pixel art; low or 0 for noise and flat images)."""
     total = near = 0.0
-    for edges, bounds, scale in ((fit.x_edges, fit.x, fit.work_scale[0]), (fit.y_edges, fit.y, fit.work_scale[1])):
+    for edges, bounds, scale in (
+        (fit.x_edges, fit.x, fit.work_scale[0]),
+        (fit.y_edges, fit.y, fit.work_scale[1]),
+    ):
         if edges is None:
             continue
         pos = np.arange(len(edges))
@@ -246,7 +257,9 @@ def _refine(strip: np.ndarray, bounds: np.ndarray, reach: int, axis: int) -> np.
     return out
 
 
-def sample_lattice(lo: np.ndarray, hi: np.ndarray, limit: int, trim: float = _TRIM, k: int = _SAMPLES) -> np.ndarray:
+def sample_lattice(
+    lo: np.ndarray, hi: np.ndarray, limit: int, trim: float = _TRIM, k: int = _SAMPLES
+) -> np.ndarray:
     """(cells, k) integer pixel positions evenly spread over each cell's central part."""
     size = hi - lo
     start, stop = lo + trim * size, hi - trim * size
@@ -285,3 +298,31 @@ def recover_grid(image: Image.Image | np.ndarray, cells: int = 24) -> Image.Imag
         return Image.fromarray(arr.copy())
     # Pass the PIL image itself to the fit when we have one: saves two full copies.
     return Image.fromarray(recover_cells(arr, fit_grid(image, cells)))
+
+
+def cell_accuracy(recovered: np.ndarray, truth: np.ndarray) -> float:
+    """Share of cells whose nearest colour in the true art's own palette is the true colour
+    (snapping the recovered art to that palette gives the truth back)."""
+    palette = np.unique(truth.reshape(-1, 3), axis=0).astype(int)
+    d = ((np.asarray(recovered).reshape(-1, 1, 3).astype(int) - palette[None]) ** 2).sum(-1)
+    snapped = palette[d.argmin(1)].reshape(truth.shape)
+    return float((snapped == truth).all(-1).mean())
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def recover_folder(folder: str | Path, cells: int) -> np.ndarray:
+    """(N, cells, cells, 3) uint8: the recovered art of every image under `folder`
+    (recursive, sorted by path). ValueError naming the folder if it holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    grids = []
+    for file in files:
+        with Image.open(file) as image:
+            grids.append(np.asarray(recover_grid(image.convert("RGB"), cells)))
+    return np.stack(grids)

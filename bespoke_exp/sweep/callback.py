@@ -1,8 +1,7 @@
 """One MLflow parent run per Hydra multirun.
 
 The Hydra callback creates the parent run when the sweep starts and writes its id to
-`<sweep dir>/sweep.json`; each job reads that file (explicitly, not through a
-global), so jobs in other processes or on other machines attach to the same parent.
+`<sweep dir>/sweep.json` (see sweep.context), so jobs in any process attach to it.
 At the end the callback ranks the finished jobs (bespoke_exp.analysis: report, champion)
 and closes the parent with the children's overall status. Jobs reused from earlier
 sweeps (identical work already FINISHED) are recorded on the parent and count as done.
@@ -12,76 +11,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import secrets
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bespoke_exp import tracking
-from bespoke_exp.config import ConfigError, validate_job_config
-
-STATE_FILE = "sweep.json"
-
-
-@dataclass(frozen=True)
-class SweepContext:
-    """What a job needs to know about the sweep it belongs to."""
-
-    sweep_id: str
-    parent_run_id: str
-    total_jobs: int | None
-    job_index: int = 0  # 0-based, Hydra's job.num
-
+from bespoke_exp.config import ConfigError
+from bespoke_exp.sweep.context import STATE_FILE, SweepContext, count_jobs, new_sweep_id, read_context
+from bespoke_exp.sweep.validate import validate_job_config
 
 # Parent runs this process opened and not yet closed. A Ctrl-C or kill can land anywhere,
 # including inside Hydra between jobs, so the CLI closes these as KILLED on the way out.
 _OPEN_PARENTS: dict[str, tuple[tracking.Tracker, SweepContext]] = {}
-
-
-def new_sweep_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-def count_jobs(task_overrides: list[str], sweeper_params: dict | None = None) -> int | None:
-    """How many jobs the basic sweeper will run: the product of each sweep's length."""
-    overrides = list(task_overrides) + [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:
-        return None
-    sizes = [len(list(o.sweep_iterator())) for o in parsed if o.is_sweep_override()]
-    return math.prod(sizes)
-
-
-def read_context(sweep_dir: Path, job_index: int) -> SweepContext:
-    path = sweep_dir / STATE_FILE
-    if not path.is_file():
-        raise RuntimeError(
-            f"{path} is missing: the sweep's MLflow parent run was not created "
-            "(see the warning from SweepCallback above; usually the tracking store is unreachable)"
-        )
-    data = json.loads(path.read_text())
-    return SweepContext(
-        sweep_id=data["sweep_id"],
-        parent_run_id=data["parent_run_id"],
-        total_jobs=data.get("total_jobs"),
-        job_index=job_index,
-    )
-
-
-def current_context() -> SweepContext | None:
-    """The running multirun's context, or None for a single run."""
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode is None or hydra_cfg.mode.name != "MULTIRUN":
-        return None
-    return read_context(Path(hydra_cfg.sweep.dir), int(hydra_cfg.job.num))
 
 
 class SweepCallback(Callback):
@@ -140,17 +84,22 @@ class SweepCallback(Callback):
 def _analyse(config: DictConfig, context: SweepContext) -> bool:
     """Rank, report and register on the jobs that finished; a failure here is reported,
     never allowed to hide the jobs' own status."""
-    from bespoke_exp import analysis
+    from bespoke_exp import analysis  # pandas, matplotlib: only when a sweep ends
 
     t = config.tracking
     try:
-        sweep = analysis.load_sweep(context.parent_run_id, tracking_uri=str(t.uri), experiment=str(t.experiment))
+        sweep = analysis.load_sweep(
+            context.parent_run_id, tracking_uri=str(t.uri), experiment=str(t.experiment)
+        )
         rec = analysis.report_sweep(
             sweep, registered_model=t.get("registered_model"), **analysis.options_from(config.analysis)
         )
     except Exception as error:
         logging.getLogger(__name__).exception("sweep analysis failed")
-        print(f"[bespoke_exp] analysis of sweep {context.sweep_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        print(
+            f"[bespoke_exp] analysis of sweep {context.sweep_id} failed: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
         return False
     print("\n" + rec.to_markdown(top=5), flush=True)
     if sweep.sweep_dir:

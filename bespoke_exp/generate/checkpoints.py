@@ -62,9 +62,7 @@ def resolve_checkpoint(directory: str | Path, stem: str, epoch: int, final_epoch
             f"holding {stem}-000001.safetensors ... {stem}.safetensors"
         )
     if not 1 <= epoch <= final_epoch:
-        raise CheckpointError(
-            f"epoch={epoch} is outside 1..{final_epoch} (checkpoint.epochs={final_epoch})"
-        )
+        raise CheckpointError(f"epoch={epoch} is outside 1..{final_epoch} (checkpoint.epochs={final_epoch})")
     expected = directory / epoch_file_name(stem, epoch, final_epoch)
     if expected.is_file():
         return expected
@@ -83,7 +81,9 @@ def resolve_checkpoint(directory: str | Path, stem: str, epoch: int, final_epoch
         raise CheckpointError(f"epoch={epoch}: expected {expected}; epochs with a file: {have}")
     others = sorted(p.name for p in directory.glob("*.safetensors"))[:5]
     hint = f" (it holds {', '.join(others)}: is checkpoint.stem right?)" if others else " (it is empty)"
-    raise CheckpointError(f"epoch={epoch}: expected {expected}; no file named {stem}*.safetensors in {directory}{hint}")
+    raise CheckpointError(
+        f"epoch={epoch}: expected {expected}; no file named {stem}*.safetensors in {directory}{hint}"
+    )
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -107,8 +107,7 @@ def describe_checkpoint(path: Path, epoch: int) -> CheckpointInfo:
     file raises CheckpointError naming it."""
     if path.suffix in PICKLE_SUFFIXES:
         raise CheckpointError(
-            f"{path} is a pickle-based checkpoint, which can run code when loaded; "
-            "convert it to .safetensors"
+            f"{path} is a pickle-based checkpoint, which can run code when loaded; convert it to .safetensors"
         )
     try:
         with safe_open(str(path), framework="pt") as handle:

@@ -70,7 +70,9 @@ def resolve_dtype(name: str | None, device: str) -> torch.dtype:
 _PIPELINES: dict[tuple, object] = {}
 
 
-def load_pipeline(pretrained: str, *, device: str = "auto", dtype: str | None = None, variant: str | None = None):
+def load_pipeline(
+    pretrained: str, *, device: str = "auto", dtype: str | None = None, variant: str | None = None
+):
     """The base pipeline, loaded once per process and shared by every job after it.
 
     `pretrained` is a hub id or a local folder saved with `save_pretrained`.
@@ -149,7 +151,9 @@ def quiet_truncation() -> Iterator[None]:
         transformers_logging.set_verbosity(saved[1])
 
 
-def generate(pipe, items: Sequence[GenerationItem], settings: SamplerSettings) -> Iterator[tuple[GenerationItem, Image.Image]]:
+def generate(
+    pipe, items: Sequence[GenerationItem], settings: SamplerSettings
+) -> Iterator[tuple[GenerationItem, Image.Image]]:
     """Yield (item, image) in order, `settings.batch_size` images per pipeline call."""
     device = pipe.device.type
     for start in range(0, len(items), settings.batch_size):

@@ -1,4 +1,4 @@
-"""The only module that imports mlflow. Everything goes through an explicit
+"""The MLflow store adapter, and the only module that imports mlflow. Everything goes through an explicit
 MlflowClient and explicit run ids (no fluent "active run" state), so a parent run
 id can travel to any worker process and jobs in one process never step on each other.
 """
@@ -49,7 +49,9 @@ class Tracker:
 
     def ui_url(self, port: int = 5000) -> str:
         # MLflow 3's UI opens experiments in GenAI mode; this view shows the nested runs table.
-        return f"http://127.0.0.1:{port}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        return (
+            f"http://127.0.0.1:{port}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+        )
 
 
 def default_artifact_location(uri: str) -> str | None:
@@ -223,7 +225,9 @@ class SweepNotFound(LookupError):
 
 def find_sweep(tracker: Tracker, sweep: str | None = None):
     """The parent run of a sweep: the latest by default, else by sweep id or parent run id."""
-    found = _newest_with_tags(tracker, {TAG_ROLE: "sweep", **({TAG_SWEEP_ID: sweep} if sweep else {})}, max_results=1)
+    found = _newest_with_tags(
+        tracker, {TAG_ROLE: "sweep", **({TAG_SWEEP_ID: sweep} if sweep else {})}, max_results=1
+    )
     if found:
         return found[0]
     if sweep:
@@ -253,32 +257,32 @@ def download_artifact(tracker: Tracker, run_id: str, artifact_path: str, destina
     return Path(tracker.client.download_artifacts(run_id, artifact_path, str(destination)))
 
 
-def register_champion(
-    tracker: Tracker,
-    name: str,
-    *,
-    run_id: str,
-    artifact_path: str,
-    score: float,
-    tags: Mapping[str, str],
-    alias: str = "champion",
-) -> tuple[str, bool]:
-    """Register `runs:/<run_id>/<artifact_path>` as a new version of `name` and move
-    `alias` to it unless the current holder scored higher. Every version stays in the
-    registry, so the history of recommendations is kept. Returns (version, alias moved)."""
+def record_reuse(tracker: Tracker, parent_run_id: str, job_index: int, reused_run_id: str) -> None:
+    """On the sweep's parent run: job `job_index` was not re-run, `reused_run_id` did its work."""
+    set_tags(tracker, parent_run_id, {f"{TAG_REUSED_PREFIX}{job_index}": reused_run_id})
+
+
+def register_model_version(
+    tracker: Tracker, name: str, *, run_id: str, artifact_path: str, tags: Mapping[str, str]
+) -> str:
+    """Register `runs:/<run_id>/<artifact_path>` as a new version of `name` (created if new)."""
     client = tracker.client
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name, description="LoRA checkpoints recommended by bespoke_exp sweeps")
-    version = str(
-        client.create_model_version(
-            name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags={**tags, "score": f"{score:.6f}"}
-        ).version
+    version = client.create_model_version(
+        name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=tags
     )
+    return str(version.version)
+
+
+def alias_holder(tracker: Tracker, name: str, alias: str) -> tuple[str, dict[str, str]] | None:
+    """(version, tags) of the version of `name` holding `alias`, or None."""
     try:
-        current = client.get_model_version_by_alias(name, alias)
-    except Exception:  # no version holds the alias yet
-        current = None
-    if current is None or float(current.tags.get("score", "-inf")) <= score:
-        client.set_registered_model_alias(name, alias, version)
-        return version, True
-    return version, False
+        version = tracker.client.get_model_version_by_alias(name, alias)
+    except Exception:  # MLflow raises when no version holds the alias
+        return None
+    return str(version.version), dict(version.tags)
+
+
+def set_alias(tracker: Tracker, name: str, alias: str, version: str) -> None:
+    tracker.client.set_registered_model_alias(name, alias, version)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bespoke_exp.colors import NAMED_COLORS, SKIN_TONES
+from bespoke_exp.pixelart.cells import Box, Cell
+from bespoke_exp.pixelart.colors import NAMED_COLORS, SKIN_TONES
 
 CELLS = 24
-Cell = tuple[int, int]
 
 # Head silhouette of a right-facing punk: (row, first column, last column) of skin.
 _HEAD_ROWS: dict[int, tuple[int, int]] = {
@@ -32,19 +32,6 @@ _HEAD_ROWS: dict[int, tuple[int, int]] = {
 _NECK_COLUMNS = (9, 14)
 # Named colours within CIEDE2000 ~6 of a skin tone: features in them would vanish.
 _LOOKS_LIKE_SKIN: dict[str, tuple[str, ...]] = {"dark": ("brown",)}
-
-
-@dataclass(frozen=True)
-class Box:
-    """Inclusive cell rectangle, as in `x=10-13 y=15-16`."""
-
-    x0: int
-    x1: int
-    y0: int
-    y1: int
-
-    def cells(self) -> list[Cell]:
-        return [(x, y) for y in range(self.y0, self.y1 + 1) for x in range(self.x0, self.x1 + 1)]
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,13 @@
 """Synthetic diffusion-style defects for 24x24 pixel art, so grid recovery and the
 metrics can be measured against a known truth.
 
-    >>> from bespoke_exp.punks import render, sample_spec
+    >>> from bespoke_exp.demo.punks import render, sample_spec
     >>> grid = render(sample_spec(np.random.default_rng(0)))
     >>> img = apply_defect(grid, "combined", np.random.default_rng(1))
     >>> img.size
     (1024, 1024)
 
-Each class imitates one thing SDXL outputs really show (see
-shared/reference/pixel-metrics.md); ``combined`` stacks milder versions of all of them
+Each class imitates one thing SDXL outputs really show ; ``combined`` stacks milder versions of all of them
 and is the hardest class in ``scripts/bench_pixels.py``. Strengths are drawn per image
 from ranges scaled to the cell width, so the same classes work at 256 and 1024 px.
 """
@@ -108,7 +107,12 @@ def _speckle(img: np.ndarray, sigma: float, impulse: float, rng: np.random.Gener
 
 
 def _drift(
-    img: np.ndarray, amplitude: float, shade: float, x_edges: np.ndarray, y_edges: np.ndarray, rng: np.random.Generator
+    img: np.ndarray,
+    amplitude: float,
+    shade: float,
+    x_edges: np.ndarray,
+    y_edges: np.ndarray,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """Low-frequency colour field over the frame plus a linear shade inside each cell."""
     h, w = img.shape[:2]
@@ -117,7 +121,9 @@ def _drift(
     for ch in range(3):
         fx, fy = rng.uniform(0.5, 2.0, 2)
         px, py = rng.uniform(0, 2 * np.pi, 2)
-        field[..., ch] = amplitude * np.sin(2 * np.pi * fx * xx / w + px) * np.cos(2 * np.pi * fy * yy / h + py)
+        field[..., ch] = (
+            amplitude * np.sin(2 * np.pi * fx * xx / w + px) * np.cos(2 * np.pi * fy * yy / h + py)
+        )
     cells = len(x_edges) - 1
     # Position inside the cell, -0.5..0.5, and a random shading direction per cell.
     cx = np.clip(np.searchsorted(x_edges, np.arange(w) + 0.5, side="right") - 1, 0, cells - 1)
@@ -125,7 +131,9 @@ def _drift(
     ux = ((np.arange(w) + 0.5 - x_edges[cx]) / np.diff(x_edges)[cx] - 0.5).astype(np.float32)
     uy = ((np.arange(h) + 0.5 - y_edges[cy]) / np.diff(y_edges)[cy] - 0.5).astype(np.float32)
     gx, gy = rng.uniform(-1, 1, (2, cells, cells)).astype(np.float32)
-    shading = shade * (gx[cy[:, None], cx[None, :]] * ux[None, :] + gy[cy[:, None], cx[None, :]] * uy[:, None])
+    shading = shade * (
+        gx[cy[:, None], cx[None, :]] * ux[None, :] + gy[cy[:, None], cx[None, :]] * uy[:, None]
+    )
     out = img.astype(np.float32) + field + shading[..., None]
     return np.clip(out, 0, 255).astype(np.uint8)
 
@@ -164,8 +172,12 @@ def apply_defect(grid: np.ndarray, defect: str, rng: np.random.Generator, size: 
     if defect in ("blur", "combined"):
         img = _blur(img, cell * rng.uniform(0.02, 0.05 if combined else 0.08))
     if defect in ("speckle", "combined"):
-        img = _speckle(img, rng.uniform(10, 25) if combined else rng.uniform(20, 40),
-                       rng.uniform(0.0, 0.02 if combined else 0.05), rng)
+        img = _speckle(
+            img,
+            rng.uniform(10, 25) if combined else rng.uniform(20, 40),
+            rng.uniform(0.0, 0.02 if combined else 0.05),
+            rng,
+        )
     if defect in ("jpeg", "combined"):
         img = _jpeg(img, int(rng.integers(40, 80) if combined else rng.integers(20, 60)))
     return Image.fromarray(img)

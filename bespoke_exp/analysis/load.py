@@ -1,0 +1,105 @@
+"""A finished sweep read back from MLflow: one row per job, one row per image.
+
+from bespoke_exp import analysis
+sweep = analysis.load_sweep()                 # latest sweep (or sweep="<id>")
+sweep.runs[["epoch", "guidance", "score", "adherence/pass_rate"]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bespoke_exp import tracking
+from bespoke_exp.config import compose_config
+
+
+class AnalysisError(RuntimeError):
+    """The sweep can't be analysed (no finished job); the message says why."""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One sweep's finished jobs: `runs` has a row per job, `images` a row per image."""
+
+    tracker: tracking.Tracker
+    parent_run_id: str
+    sweep_id: str
+    runs: pd.DataFrame  # run_id, run_name, epoch, guidance, checkpoint, checkpoint_sha256, reused, metrics...
+    images: pd.DataFrame  # run_id, epoch, guidance, checkpoint, prompt_id, split, seed, metrics...
+    final_epoch: int | None  # the trainer's last epoch (checkpoint.epochs)
+    epochs: list[int]  # every epoch the sweep asked for, including failed jobs'
+    guidances: list[float]
+    cells: int
+    sweep_dir: Path | None  # the Hydra sweep folder, when it is on this machine
+
+
+def default_tracking() -> tuple[str, str]:
+    """The tracking URI and experiment a plain `python -m bespoke_exp` uses (same env precedence)."""
+    t = compose_config().tracking
+    return str(t.uri), str(t.experiment)
+
+
+def load_sweep(
+    sweep: str | None = None, *, tracking_uri: str | None = None, experiment: str | None = None
+) -> Sweep:
+    """Load a sweep's FINISHED job runs (its own and those it reused from earlier sweeps).
+
+    Args:
+        sweep: sweep id or parent run id; None for the latest sweep in the experiment.
+        tracking_uri, experiment: default to what the sweep command uses.
+    """
+    if tracking_uri is None or experiment is None:
+        default_uri, default_experiment = default_tracking()
+        tracking_uri, experiment = tracking_uri or default_uri, experiment or default_experiment
+    tracker = tracking.connect(tracking_uri, experiment)
+    parent = tracking.find_sweep(tracker, sweep)
+    children, reused = tracking.sweep_runs(tracker, parent.info.run_id)
+    finished = [r for r in children if r.info.status == "FINISHED"] + reused
+    sweep_id = parent.data.tags.get(tracking.TAG_SWEEP_ID, parent.info.run_id)
+    if not finished:
+        raise AnalysisError(
+            f"sweep {sweep_id} (parent run {parent.info.run_id}) has no FINISHED job runs "
+            f"({len(children)} runs, none finished): nothing to rank"
+        )
+    reused_ids = {r.info.run_id for r in reused}
+    rows, image_rows = [], []
+    for run in finished:
+        params, tags = run.data.params, run.data.tags
+        job = {
+            "run_id": run.info.run_id,
+            "epoch": int(tags["epoch"]),
+            "guidance": float(tags["guidance"]),
+            "checkpoint": params.get("checkpoint.path"),
+        }
+        rows.append(
+            {
+                **job,
+                "run_name": run.info.run_name,
+                "checkpoint_sha256": tags.get("checkpoint_sha256"),
+                "reused": run.info.run_id in reused_ids,
+                **run.data.metrics,
+            }
+        )
+        image_rows += [
+            {**job, **row} for row in tracking.load_table(tracker, run.info.run_id, "metrics/per_image.json")
+        ]
+    runs = pd.DataFrame(rows).sort_values(["epoch", "guidance"], ignore_index=True)
+    first = finished[0].data.params
+    sweep_dir = Path(parent.data.tags["sweep_dir"]) if "sweep_dir" in parent.data.tags else None
+    return Sweep(
+        tracker=tracker,
+        parent_run_id=parent.info.run_id,
+        sweep_id=sweep_id,
+        runs=runs,
+        images=pd.DataFrame(image_rows),
+        final_epoch=int(first["checkpoint.epochs"]) if "checkpoint.epochs" in first else None,
+        epochs=sorted({int(r.data.tags["epoch"]) for r in children + reused if "epoch" in r.data.tags}),
+        guidances=sorted(
+            {float(r.data.tags["guidance"]) for r in children + reused if "guidance" in r.data.tags}
+        ),
+        cells=int(first.get("metrics.cells", 24)),
+        sweep_dir=sweep_dir if sweep_dir and sweep_dir.is_dir() else None,
+    )
