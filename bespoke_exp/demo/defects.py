@@ -10,6 +10,9 @@ metrics can be measured against a known truth.
 Each class imitates one thing SDXL outputs really show ; ``combined`` stacks milder versions of all of them
 and is the hardest class in ``scripts/bench_pixels.py``. Strengths are drawn per image
 from ranges scaled to the cell width, so the same classes work at 256 and 1024 px.
+The last five are this harness's versions of issue 11's table of real-output defects.
+`claim_phrases` gives true and false prompt claims about a portrait, for measuring how
+well the prompt checks keep their verdicts on the defective image.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import io
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from bespoke_exp.demo.punks import PunkSpec
+from bespoke_exp.pixelart.colors import NAMED_COLORS, SKIN_TONES
 
 DEFECT_CLASSES: tuple[str, ...] = (
     "clean",  # plain upscale to a non-integer cell width (1024 / 24 = 42.67 px)
@@ -28,7 +34,17 @@ DEFECT_CLASSES: tuple[str, ...] = (
     "wander",  # cell widths that wander by up to a quarter cell
     "partial",  # art spans 85-100% of the frame at an offset, on its own padding colour
     "combined",  # all of the above at once, each a little milder
+    # The classes of issue 11's table of real-output defects (1024 px figures there):
+    "smooth",  # bicubic-style upscale: soft ramps and slight ringing between cells
+    "noise_jpeg",  # moderate noise, then JPEG compression
+    "wander_blur",  # wandering cell widths plus blur
+    "drift_blur",  # low-frequency colour drift of a few levels plus mild blur
+    "offset_partial",  # art 84-98% of the frame at any offset, its background running on to the edge
 )
+
+# Cell pitch of `offset_partial` art at 1024 px (scaled with the size): 24 cells then
+# cover 84-98% of the frame, as in real outputs whose cells are not 1024/24 px.
+OFFSET_PITCH_1024 = (36.0, 41.7)
 
 
 def wandering_widths(cells: int, rng: np.random.Generator, amount: float = 0.25) -> np.ndarray:
@@ -138,6 +154,45 @@ def _drift(
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def _smooth(grid: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Bicubic upscale from 2-4 px per cell: ramps a quarter to half a cell wide between
+    flat cores, and the cubic kernel's negative lobes overshoot a few percent of each
+    step (ringing), at 2 px per cell right into the cell's centre. (From 1 px per cell
+    no cell has a flat core at all: that is a blurred picture, not soft pixel art.)"""
+    m = int(rng.integers(2, 5))
+    cells = grid.shape[0]
+    small = Image.fromarray(grid).resize((cells * m, cells * m), Image.NEAREST)
+    return np.asarray(small.resize((size, size), Image.BICUBIC))
+
+
+def _special(grid: np.ndarray, defect: str, rng: np.random.Generator, size: int) -> np.ndarray | None:
+    """The issue-11 classes, each built on its own; None for the other classes."""
+    cells = grid.shape[0]
+    cell = size / cells
+    if defect == "smooth":
+        return _smooth(grid, size, rng)
+    if defect == "noise_jpeg":
+        img = _speckle(upscale(grid, size), rng.uniform(6, 16), rng.uniform(0.0, 0.01), rng)
+        return _jpeg(img, int(rng.integers(25, 65)))
+    if defect == "wander_blur":
+        x_edges = cell_edges(cells, size, 0.0, wandering_widths(cells, rng))
+        y_edges = cell_edges(cells, size, 0.0, wandering_widths(cells, rng))
+        return _blur(upscale(grid, size, x_edges, y_edges), cell * rng.uniform(0.04, 0.1))
+    if defect == "drift_blur":
+        edges = cell_edges(cells, size, 0.0)
+        img = _drift(upscale(grid, size), rng.uniform(4, 10), rng.uniform(0, 10), edges, edges, rng)
+        return _blur(img, cell * rng.uniform(0.03, 0.08))
+    if defect == "offset_partial":
+        # The art's own background colour pads the frame, so no border shows where the
+        # art ends: only the figure and the layout tell where the 24x24 window is.
+        span = cells * rng.uniform(*OFFSET_PITCH_1024) * size / 1024
+        x_off, y_off = rng.uniform(0, size - span, 2)
+        pad = tuple(int(v) for v in grid[0, 0])
+        img = upscale(grid, size, cell_edges(cells, span, x_off), cell_edges(cells, span, y_off), pad)
+        return _blur(img, cell * rng.uniform(0.0, 0.03))
+    return None
+
+
 def apply_defect(grid: np.ndarray, defect: str, rng: np.random.Generator, size: int = 1024) -> Image.Image:
     """Upscale a (cells, cells, 3) uint8 grid to size x size with one defect class.
 
@@ -151,6 +206,9 @@ def apply_defect(grid: np.ndarray, defect: str, rng: np.random.Generator, size: 
     """
     if defect not in DEFECT_CLASSES:
         raise ValueError(f"unknown defect class {defect!r}; choose from {', '.join(DEFECT_CLASSES)}")
+    special = _special(grid, defect, rng, size)
+    if special is not None:
+        return Image.fromarray(special)
     cells = grid.shape[0]
     combined = defect == "combined"
     span, x_off, y_off = float(size), 0.0, 0.0
@@ -181,3 +239,56 @@ def apply_defect(grid: np.ndarray, defect: str, rng: np.random.Generator, size: 
     if defect in ("jpeg", "combined"):
         img = _jpeg(img, int(rng.integers(40, 80) if combined else rng.integers(20, 60)))
     return Image.fromarray(img)
+
+
+def _shift(rng: np.random.Generator) -> tuple[int, int]:
+    """A move of one or two cells in a random direction (one cell is the hard case:
+    art placed a cell off the true window swaps true and false verdicts)."""
+    while True:
+        dx, dy = (int(v) for v in rng.integers(-2, 3, 2))
+        if (dx, dy) != (0, 0):
+            return dx, dy
+
+
+def _other(name: str, rng: np.random.Generator, names: list[str] | None = None) -> str:
+    return str(rng.choice([n for n in (names or sorted(NAMED_COLORS)) if n != name]))
+
+
+def claim_phrases(spec: PunkSpec, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """(true, false) content claims about a portrait, in the seed prompts' phrasing.
+
+    False claims move a stated position by a cell or two or change a stated colour.
+    A moved claim can land on a cell that happens to be right (a pupil moved onto
+    black hair), so callers keep the ones the checks judge as intended on the exact
+    24x24 art; what remains measures how well recovery preserves the verdicts.
+    """
+    (px0, py0), (px1, py1) = spec.pupils
+    (ix0, iy0), (ix1, iy1) = spec.irises
+    b, (nx, ny) = spec.lips_box, spec.nose
+    true = [
+        f"{spec.background} solid background",
+        f"black pupils fixed at ({px0},{py0}) and ({px1},{py1})",
+        f"{spec.hair} hair starting at y={spec.hair_top} extending to y={spec.hair_bottom}",
+        f"{spec.iris} iris eyes at ({ix0},{iy0}) and ({ix1},{iy1})",
+        f"black nose dot at ({nx},{ny})",
+        f"{spec.lips} lips spanning x={b.x0}-{b.x1} y={b.y0}-{b.y1}",
+        f"{spec.skin} skin tone with jaw defined at y={spec.jaw_y}",
+    ]
+    (dx, dy), (ex, ey), (lx, ly) = _shift(rng), _shift(rng), _shift(rng)
+    top, bottom = spec.hair_top + int(rng.choice([-2, -1, 1, 2])), spec.hair_bottom + int(rng.choice([-1, 1]))
+    false = [
+        f"{_other(spec.background, rng)} solid background",
+        f"black pupils fixed at ({px0 + dx},{py0 + dy}) and ({px1 + dx},{py1 + dy})",
+        f"{spec.hair} hair starting at y={top} extending to y={bottom}",
+        f"{_other(spec.iris, rng)} iris eyes at ({ix0},{iy0}) and ({ix1},{iy1})",
+        f"black nose dot at ({nx + ex},{ny + ey})",
+        f"{spec.lips} lips spanning x={b.x0 + lx}-{b.x1 + lx} y={b.y0 + ly}-{b.y1 + ly}",
+        f"{_other(spec.skin, rng, sorted(SKIN_TONES))} skin tone with jaw defined at y={spec.jaw_y + 2}",
+    ]
+    if spec.collar is not None:
+        r0, r1 = spec.collar_rows
+        true.append(f"{spec.collar} collar spanning x=6-17 y={r0}-{r1}")
+        false.append(f"{spec.collar} collar spanning x=6-17 y={r0 - 2}-{r1 - 2}")
+    else:
+        false.append(f"{_other(spec.background, rng)} collar spanning x=6-17 y=20-22")
+    return true, false
