@@ -7,6 +7,7 @@ python -m bespoke_exp -m epoch=1,2,...,10 guidance=5,7.5,10
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,13 +16,30 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bespoke_exp.config import CONF_DIR, register_resolvers
+from bespoke_exp.config import CONF_DIR, ConfigError, register_resolvers
+from bespoke_exp.generate.checkpoints import CheckpointError
+from bespoke_exp.generate.pipeline import LoraLoadError, ModelLoadError
 from bespoke_exp.overrides import expand_arguments
-from bespoke_exp.sweep.callback import close_interrupted_sweeps
+from bespoke_exp.sweep.callback import close_open_sweeps
 from bespoke_exp.sweep.context import current_context
 from bespoke_exp.sweep.job import run_job
+from bespoke_exp.sweep.job_images import GenerationError
+from bespoke_exp.tracking import TrackingError
 
 log = logging.getLogger("bespoke_exp")
+# Failures a user causes and can fix: one line each, no traceback (HYDRA_FULL_ERROR=1 shows it).
+EXPECTED_ERRORS = (
+    ConfigError,
+    TrackingError,
+    CheckpointError,
+    ModelLoadError,
+    LoraLoadError,
+    GenerationError,
+)
+
+
+class SweepAborted(SystemExit):
+    """A failure every later job would repeat (the base model can't load): stop the sweep once."""
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -29,10 +47,20 @@ def main(cfg: DictConfig) -> None:
     sweep = current_context()
     try:
         run_job(cfg, output_dir=Path(HydraConfig.get().runtime.output_dir), sweep=sweep)
+    except ModelLoadError as error:
+        print(f"[bespoke_exp] {error}", file=sys.stderr)
+        raise SweepAborted(1) from None
+    except EXPECTED_ERRORS as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"[bespoke_exp] {type(error).__name__}: {error}", file=sys.stderr)
+        if sweep is None:
+            raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
     except Exception:
         if sweep is None:
             raise
-        # Recorded on the job's run; keep going so the sweep's parent run gets closed.
+        # Recorded on the job's run (traceback as an artifact); keep going so the sweep's
+        # parent run gets closed.
         log.exception("job failed")
 
 
@@ -47,9 +75,15 @@ def cli() -> None:
     sys.argv = [sys.argv[0], *expand_arguments(sys.argv[1:])]
     try:
         main()
-    except KeyboardInterrupt:
-        close_interrupted_sweeps()
+    except KeyboardInterrupt as error:
+        close_open_sweeps(error)
         raise SystemExit(130) from None
+    except SweepAborted as error:
+        close_open_sweeps(RuntimeError("the base model could not be loaded (see above)"))
+        raise SystemExit(error.code) from None
+    except BaseException as error:
+        close_open_sweeps(error)  # nothing open after a clean end
+        raise
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ PROJECT_ROOT = CONF_DIR.parent
 
 # An identical job gives identical images and scores whatever is excluded here: where
 # things are stored, how runs are tracked and analysed, and whether to re-run it.
-FINGERPRINT_EXCLUDES = ("paths", "tracking", "analysis", "hydra", "force")
+FINGERPRINT_EXCLUDES = ("paths", "tracking", "analysis", "hydra", "force", "checkpoint.dir")
 # The embedded demo's recipe: bump when bespoke_exp.demo changes what it builds. Each
 # recipe builds into its own folder, so old builds are left untouched.
 DEMO_RECIPE = "v1"
@@ -36,6 +37,10 @@ def register_resolvers() -> None:
     """The resolvers conf/config.yaml uses for `paths.*`."""
     OmegaConf.register_new_resolver("bespoke_project_root", lambda: str(PROJECT_ROOT), replace=True)
     OmegaConf.register_new_resolver("bespoke_demo_dir", lambda: str(default_demo_dir()), replace=True)
+    # Cached like Hydra's own `now`, so every later read of the sweep folder gets the same token.
+    OmegaConf.register_new_resolver(
+        "bespoke_token", lambda: secrets.token_hex(2), use_cache=True, replace=True
+    )
 
 
 class ConfigError(ValueError):
@@ -84,7 +89,8 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
 
 
 def job_fingerprint(cfg: DictConfig, exclude: Iterable[str] = FINGERPRINT_EXCLUDES) -> str:
-    """Short stable hash of what decides a job's images, the same on every machine.
+    """Short stable hash of the config less the `exclude`d keys (top-level or dotted), the
+    same on every machine.
 
     `paths.*` are masked before resolving, so the demo's cache folder (inside
     `model.pretrained`) does not leak in; the checkpoint folder is left out because the
@@ -94,8 +100,13 @@ def job_fingerprint(cfg: DictConfig, exclude: Iterable[str] = FINGERPRINT_EXCLUD
     with open_dict(masked):
         for key in list(masked.get("paths") or {}):
             masked.paths[key] = f"<paths.{key}>"
-    data = job_config(masked)
-    data.get("checkpoint", {}).pop("dir", None)
-    kept = {k: v for k, v in data.items() if k not in set(exclude)}
+    kept = job_config(masked)
+    for key in exclude:
+        *parents, leaf = key.split(".")
+        node = kept
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

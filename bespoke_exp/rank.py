@@ -18,16 +18,22 @@ from bespoke_exp import analysis, tracking
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    uri, experiment = analysis.default_tracking()
+    uri, _ = analysis.default_tracking()
     parser = argparse.ArgumentParser(prog="python -m bespoke_exp.rank", description=__doc__.split("\n")[0])
     parser.add_argument("--tracking-uri", default=uri, help=f"MLflow tracking URI (default: {uri})")
-    parser.add_argument("--experiment", default=experiment, help=f"experiment name (default: {experiment})")
+    parser.add_argument(
+        "--experiment",
+        default=None,
+        help="experiment name (default: the one holding the sweep, any experiment)",
+    )
     parser.add_argument("--sweep", default=None, help="sweep id or parent run id (default: the latest sweep)")
     parser.add_argument(
-        "--metric", default=None, help="metric to rank by (default: conf/analysis, the composite score)"
+        "--metric",
+        default=None,
+        help="metric to rank by (default: what the sweep ran with, else conf/analysis)",
     )
     parser.add_argument(
-        "--n-boot", type=int, default=None, help="bootstrap resamples (default: conf/analysis)"
+        "--n-boot", type=int, default=None, help="bootstrap resamples (default: what the sweep ran with)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.add_argument(

@@ -47,7 +47,8 @@ def test_job_logs_params_tags_and_artifacts(small_cfg, tmp_path):
     assert run.data.params["checkpoint.path"].endswith("Bespoke_Punks_24x24_Pixel_Art-000003.safetensors")
     tags = run.data.tags
     assert tags["epoch"] == "3" and tags["guidance"] == "7.5" and tags["sweep_id"] == "s1"
-    assert len(tags["checkpoint_sha256"]) == 64 and len(tags["config_fingerprint"]) == 16
+    assert len(tags["checkpoint_sha256"]) == 64 and len(tags["generation_fingerprint"]) == 16
+    assert len(tags["scoring_identity"]) == 16
     assert tags["mlflow.parentRunId"] == _parent(small_cfg)
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"sheet.png", "config.yaml", "images"} <= artifacts

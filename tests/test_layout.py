@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "analysis": {"analysis", "config", "tracking", "pixelart", "generate", "scoring.registry"},
     "sweep": {"sweep", "config", "pixelart", "scoring", "generate", "tracking", "analysis", "demo"},
 }
-ENTRY_POINTS = {"__main__", "rank", "__init__"}  # may import anything
+ENTRY_POINTS = {"__main__", "rank", "rescore", "__init__"}  # may import anything
 ONLY_IN = {
     "mlflow": {"tracking.store"},
     "diffusers": {"generate.pipeline", "demo.tiny_pipeline", "demo.training"},

@@ -1,15 +1,24 @@
 """Diagnosis: read the epoch trend and secondary signals, and say whether to retrain.
 
 "A beats B" means the paired bootstrap CI of A-B excludes 0 in the good direction and the
-difference is at least `Thresholds.min_effect`. Rules, on the epoch marginal (mean over
-guidance) and the ranking of (epoch, guidance) combinations:
+difference is at least `Thresholds.min_effect`. Intervals resample as the data were drawn
+(prompts, then seeds within prompts; see `statistics`); a comparison whose side was picked by
+its mean (the peak epoch) uses an interval simultaneous over everything it was picked from.
+Rules, on the epoch marginal (mean over guidance) and the ranking of (epoch, guidance)
+combinations:
   poor_overall        best combination worse than `poor` -> retrain check_data (captions, resolution, LR)
-  overfitting         peak epoch < last swept epoch and peak beats last -> retrain fewer_epochs=peak
+  overfitting         peak epoch < last swept epoch and peak beats last (simultaneous over the
+                      epochs the peak was picked from) -> retrain fewer_epochs=peak
   undertrained        last swept epoch is the peak and the trainer's final (or final unknown), and it
                       beats the epoch `lookback` earlier -> retrain more_epochs (or raise the LR)
   still_improving     as undertrained, but the trainer produced later epochs -> sweep them first
-  sweet_spot          peak before the last epoch, decline within noise -> no retrain
-  final_best          last epoch is the peak and has plateaued -> no retrain
+  sweet_spot          peak before the last epoch, decline within noise, every trainer epoch
+                      swept (or final unknown) -> no retrain
+  final_best          last epoch is the peak and the trainer's final (or final unknown) and has
+                      plateaued -> no retrain
+  partial_sweep       sweet_spot or final_best, but the trainer produced epochs the sweep left out:
+                      the sweep cannot tell -> sweep them (no retrain claim). Also a secondary
+                      finding whenever the trainer's later epochs were not swept.
   single_epoch        one epoch swept: no trend to read
   generalisation_gap  per-epoch mean(train) - mean(heldout) has LSQ slope > gap_slope and last gap > gap_late
   memorisation        near-copy rate > near_copy_rate at some epoch (named), slope reported
@@ -27,14 +36,19 @@ import numpy as np
 import pandas as pd
 
 from bespoke_exp.analysis.statistics import (
+    MIN_PROMPTS,
     NEAR_COPY,
+    Resampling,
     Table,
     beats,
+    contrast,
     marginal_items,
-    paired,
+    max_t,
+    normal_critical,
     plain,
     prepare,
     rank_table,
+    table_resampling,
 )
 
 
@@ -72,45 +86,75 @@ class Diagnosis:
     sentence: str
     findings: list[Finding]
     retrain: RetrainSuggestion | None
+    inference: dict[str, Any] | None = None  # how items were resampled, and its caveats
 
 
-def _trend(t: Table, em: pd.DataFrame, final_epoch: int | None, th: Thresholds, boot: tuple) -> Finding:
+def _versus_last(em: pd.DataFrame, rs: Resampling) -> float:
+    """Raw critical value simultaneous over every epoch-vs-last comparison. Which trend rule
+    fires, and the peak it names, are picked from these comparisons by the data, so every
+    trend claim uses this one family: a flat sweep makes a false claim in at most
+    1 - confidence of sweeps, whichever rule it would have fired."""
+    k = em.shape[1]
+    if k < 3:
+        return normal_critical(rs.confidence)
+    return max_t(em.to_numpy(float), [(k - 1, np.arange(k - 1))], rs)
+
+
+def _overfit(
+    t: Table, em: pd.DataFrame, peak: int, final_epoch: int | None, th: Thresholds, rs: Resampling
+) -> Finding:
+    """Peak (picked as the highest epoch mean) against the last epoch."""
     m, means, epochs = t.metric, em.mean(), [int(e) for e in em.columns]
-    last, peak = epochs[-1], int((t.sign * means).idxmax())  # idxmax: earliest epoch on ties
-    if len(epochs) == 1:
+    last = epochs[-1]
+    c = contrast(em[peak].to_numpy(float), em[last].to_numpy(float), "epochs", rs, _versus_last(em, rs))
+    d, lo, hi = c["diff"], c["ci_low"], c["ci_high"]
+    ev = {
+        "metric": m,
+        "peak_epoch": peak,
+        "peak_score": means[peak],
+        "last_epoch": last,
+        "last_score": means[last],
+        "drop": d,
+        "ci_low": lo,
+        "ci_high": hi,
+        "n_items": c["n"],
+        "family": len(epochs) - 1,
+    }
+    picked = (
+        f", simultaneous over the {len(epochs) - 1} epochs the peak was picked from"
+        if len(epochs) > 2
+        else ""
+    )
+    where = (
+        f"Mean {m} peaks at epoch {peak} ({means[peak]:.2f}) and epoch {last} scores "
+        f"{means[last]:.2f} (drop {abs(d):.3f}, {rs.confidence:.0%} CI {lo:.3f} to {hi:.3f}{picked})"
+    )
+    if beats(t.sign, d, lo, hi, th.min_effect):
+        reason = f"epochs after {peak} lose {abs(d):.2f} {m} ({means[last]:.2f} at epoch {last})"
         return Finding(
-            "single_epoch",
-            f"Only epoch {last} was swept, so there is no epoch trend to read.",
-            {"metric": m, "epochs": epochs},
+            "overfitting",
+            f"{where}: later epochs overfit.",
+            ev,
+            RetrainSuggestion("fewer_epochs", reason, peak),
         )
-    if peak < last:
-        d, lo, hi, n = paired(em[peak].to_numpy(), em[last].to_numpy(), "epochs", *boot)
-        ev = {
-            "metric": m,
-            "peak_epoch": peak,
-            "peak_score": means[peak],
-            "last_epoch": last,
-            "last_score": means[last],
-            "drop": d,
-            "ci_low": lo,
-            "ci_high": hi,
-            "n_items": n,
-        }
-        where = (
-            f"Mean {m} peaks at epoch {peak} ({means[peak]:.2f}) and epoch {last} scores "
-            f"{means[last]:.2f} (drop {abs(d):.3f}, {boot[1]:.0%} CI {lo:.3f} to {hi:.3f})"
+    if final_epoch is not None and last < final_epoch:  # flat so far says nothing about later epochs
+        return Finding(
+            "partial_sweep",
+            f"{where}, a decline within noise, but epochs {last + 1}-{final_epoch} of the training run "
+            f"were not swept, so this sweep cannot tell whether they do better: sweep epochs "
+            f"{last + 1}-{final_epoch} before deciding on a retrain.",
+            ev,
         )
-        if beats(t.sign, d, lo, hi, th.min_effect):
-            reason = f"epochs after {peak} lose {abs(d):.2f} {m} ({means[last]:.2f} at epoch {last})"
-            return Finding(
-                "overfitting",
-                f"{where}: later epochs overfit.",
-                ev,
-                RetrainSuggestion("fewer_epochs", reason, peak),
-            )
-        return Finding("sweet_spot", f"{where}, a decline within noise: no retrain needed.", ev)
+    return Finding("sweet_spot", f"{where}, a decline within noise: no retrain needed.", ev)
+
+
+def _rising(t: Table, em: pd.DataFrame, final_epoch: int | None, th: Thresholds, rs: Resampling) -> Finding:
+    """The last epoch scores best: is it still rising over the epoch `lookback` earlier?"""
+    m, means, epochs = t.metric, em.mean(), [int(e) for e in em.columns]
+    last = epochs[-1]
     ref = max((e for e in epochs if e <= last - th.lookback), default=epochs[0])
-    d, lo, hi, n = paired(em[last].to_numpy(), em[ref].to_numpy(), "epochs", *boot)
+    c = contrast(em[last].to_numpy(float), em[ref].to_numpy(float), "epochs", rs, _versus_last(em, rs))
+    d, lo, hi, n = c["diff"], c["ci_low"], c["ci_high"], c["n"]
     ev = {
         "metric": m,
         "last_epoch": last,
@@ -122,18 +166,28 @@ def _trend(t: Table, em: pd.DataFrame, final_epoch: int | None, th: Thresholds, 
         "ci_high": hi,
         "n_items": n,
         "final_epoch": final_epoch,
+        "family": len(epochs) - 1,
     }
     gain = (
         f"{means[last]:.2f} vs {means[ref]:.2f} at epoch {ref}, gain {d:+.3f}, "
-        f"{boot[1]:.0%} CI {lo:.3f} to {hi:.3f}"
+        f"{rs.confidence:.0%} CI {lo:.3f} to {hi:.3f}"
     )
+    partial = final_epoch is not None and last < final_epoch
     if not beats(t.sign, d, lo, hi, th.min_effect):
+        if partial:  # no gain among the swept epochs says nothing about the unswept ones
+            return Finding(
+                "partial_sweep",
+                f"Epoch {last} scores best with no clear gain ({gain}), but epochs {last + 1}-{final_epoch} "
+                "of the training run were not swept, so this sweep cannot tell whether training longer "
+                f"helps or hurts: sweep epochs {last + 1}-{final_epoch} before deciding on a retrain.",
+                ev,
+            )
         return Finding(
             "final_best",
             f"The last epoch {last} scores best and has plateaued ({gain}): no retrain needed.",
             ev,
         )
-    if final_epoch is None or last == final_epoch:
+    if not partial:
         more = last + max(th.lookback, last // 2)  # a starting point: half as many epochs again
         reason = f"{m} still rising at epoch {last} (+{abs(d):.2f} over epoch {ref}); train longer / raise LR"
         return Finding(
@@ -148,6 +202,32 @@ def _trend(t: Table, em: pd.DataFrame, final_epoch: int | None, th: Thresholds, 
         f"produced epochs up to {final_epoch}: sweep epochs {last + 1}-{final_epoch} before "
         "retraining.",
         ev,
+    )
+
+
+def _trend(t: Table, em: pd.DataFrame, final_epoch: int | None, th: Thresholds, rs: Resampling) -> Finding:
+    means, epochs = em.mean(), [int(e) for e in em.columns]
+    last, peak = epochs[-1], int((t.sign * means).idxmax())  # idxmax: earliest epoch on ties
+    if len(epochs) == 1:
+        return Finding(
+            "single_epoch",
+            f"Only epoch {last} was swept, so there is no epoch trend to read.",
+            {"metric": t.metric, "epochs": epochs},
+        )
+    return _overfit(t, em, peak, final_epoch, th, rs) if peak < last else _rising(t, em, final_epoch, th, rs)
+
+
+def _unswept(epochs: list[int], final_epoch: int | None, primary: str) -> Finding | None:
+    """A secondary finding naming the trainer's epochs the sweep left out (the primary already
+    says so when it is partial_sweep or still_improving)."""
+    last = epochs[-1]
+    if final_epoch is None or last >= final_epoch or primary in ("partial_sweep", "still_improving"):
+        return None
+    return Finding(
+        "partial_sweep",
+        f"Epochs {last + 1}-{final_epoch} of the training run were not swept: what they score, and "
+        "whether the trend above continues, is unknown.",
+        {"swept_epochs": epochs, "final_epoch": final_epoch, "unswept": [last + 1, final_epoch]},
     )
 
 
@@ -271,8 +351,11 @@ def diagnose_table(
             "resolution and learning rate"
         )
         findings.append(Finding("poor_overall", sentence, ev, RetrainSuggestion("check_data", reason)))
+    rs = table_resampling(t, *boot)
+    trend = _trend(t, em, final_epoch, th, rs)
     findings += [
-        _trend(t, em, final_epoch, th, boot),
+        trend,
+        _unswept([int(e) for e in em.columns], final_epoch, trend.code),
         _gap(t, em, th),
         _memorisation(t, th, int(best["epoch"])),
         _guidance(t, th),
@@ -281,7 +364,7 @@ def diagnose_table(
     for f in found:
         f.evidence = plain(f.evidence)  # plain numbers, NaN -> None, for JSON and for readers
     retrain = next((f.retrain for f in found if f.retrain is not None), None)
-    return Diagnosis(found[0].code, found[0].sentence, found, retrain)
+    return Diagnosis(found[0].code, found[0].sentence, found, retrain, plain(rs.summary()))
 
 
 def diagnose(
@@ -294,11 +377,12 @@ def diagnose(
     confidence: float = 0.95,
     seed: int = 0,
     higher_is_better: bool | None = None,
+    min_prompts: int = MIN_PROMPTS,
 ) -> Diagnosis:
     """Read the epoch trend and secondary signals (rules in the module docstring).
 
     `final_epoch` is the last epoch the trainer produced; the sweep need not include it.
     """
-    t = prepare(images, metric, higher_is_better)
+    t = prepare(images, metric, higher_is_better, min_prompts)
     boot = (n_boot, confidence, seed)
     return diagnose_table(t, rank_table(t, *boot), final_epoch, thresholds, boot)

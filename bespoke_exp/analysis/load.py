@@ -7,10 +7,12 @@ sweep.runs[["epoch", "guidance", "score", "adherence/pass_rate"]]
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from bespoke_exp import tracking
 from bespoke_exp.config import compose_config
@@ -34,6 +36,9 @@ class Sweep:
     guidances: list[float]
     cells: int
     sweep_dir: Path | None  # the Hydra sweep folder, when it is on this machine
+    prompt_set: str | None = None  # prompts.name of the jobs
+    scoring_identity: str | None = None  # shared by every job, or None when they differ
+    analysis_settings: dict | None = None  # the `analysis.*` settings the sweep ran with
 
 
 def default_tracking() -> tuple[str, str]:
@@ -53,17 +58,13 @@ def load_sweep(
     """
     if tracking_uri is None or experiment is None:
         default_uri, default_experiment = default_tracking()
-        tracking_uri, experiment = tracking_uri or default_uri, experiment or default_experiment
+        tracking_uri = tracking_uri or default_uri
+        # A sweep run with another experiment config (experiment=bespoke_civitai) is found too.
+        experiment = experiment or tracking.find_sweep_experiment(tracking_uri, sweep) or default_experiment
     tracker = tracking.connect(tracking_uri, experiment)
-    parent = tracking.find_sweep(tracker, sweep)
-    children, reused = tracking.sweep_runs(tracker, parent.info.run_id)
+    parent, children, reused = _pick_sweep(tracker, sweep)
     finished = [r for r in children if r.info.status == "FINISHED"] + reused
     sweep_id = parent.data.tags.get(tracking.TAG_SWEEP_ID, parent.info.run_id)
-    if not finished:
-        raise AnalysisError(
-            f"sweep {sweep_id} (parent run {parent.info.run_id}) has no FINISHED job runs "
-            f"({len(children)} runs, none finished): nothing to rank"
-        )
     reused_ids = {r.info.run_id for r in reused}
     rows, image_rows = [], []
     for run in finished:
@@ -102,4 +103,47 @@ def load_sweep(
         ),
         cells=int(first.get("metrics.cells", 24)),
         sweep_dir=sweep_dir if sweep_dir and sweep_dir.is_dir() else None,
+        prompt_set=first.get("prompts.name"),
+        scoring_identity=_shared({r.data.tags.get("scoring_identity") for r in finished}),
+        analysis_settings=_recorded_settings(parent.data.params, "analysis."),
     )
+
+
+def _shared(values: set) -> str | None:
+    return next(iter(values)) if len(values) == 1 else None
+
+
+def _recorded_settings(params: dict[str, str], prefix: str) -> dict | None:
+    """Nested settings back from the flattened params a run recorded under `prefix`."""
+    dotted = {k[len(prefix) :]: yaml.safe_load(v) for k, v in params.items() if k.startswith(prefix)}
+    if not dotted:
+        return None
+    nested: dict = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return nested
+
+
+def _pick_sweep(tracker: tracking.Tracker, sweep: str | None) -> tuple:
+    """(parent run, its children, the runs it reused) of the named sweep, or of the newest
+    sweep with a finished job; sweeps skipped on the way are named on stderr."""
+    parents = [tracking.find_sweep(tracker, sweep)] if sweep else tracking.recent_sweeps(tracker)
+    if not parents:
+        tracking.find_sweep(tracker, None)  # raises SweepNotFound naming the store and experiment
+    empty = []
+    for parent in parents:
+        children, reused = tracking.sweep_runs(tracker, parent.info.run_id)
+        if reused or any(r.info.status == "FINISHED" for r in children):
+            for note in empty:
+                print(f"[bespoke_exp] skipped {note}", file=sys.stderr)
+            return parent, children, reused
+        sweep_id = parent.data.tags.get(tracking.TAG_SWEEP_ID, parent.info.run_id)
+        empty.append(
+            f"sweep {sweep_id} (parent run {parent.info.run_id}) has no FINISHED job runs "
+            f"({len(children)} runs, none finished; the sweep is {parent.info.status})"
+        )
+    raise AnalysisError("; ".join(empty) + ": nothing to rank")

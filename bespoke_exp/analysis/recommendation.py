@@ -2,11 +2,18 @@
 
 >>> rec = recommend_from_images(images, final_epoch=10)    # or recommend(sweep)
 >>> print(rec.to_markdown()); json.dumps(rec.to_dict())
+
+"Beats the runner-up" is judged with an interval simultaneous over the best against every other
+combination (the best was picked by its mean), so it also means "is the best"; when it fails,
+`separation` says roughly how many seeds per prompt would tell the two apart. `inference` says
+how items were resampled and what the intervals cannot speak for (e.g. prompts outside a small
+prompt set).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -16,15 +23,26 @@ from omegaconf import OmegaConf
 from bespoke_exp.analysis.diagnosis import Diagnosis, RetrainSuggestion, Thresholds, diagnose_table
 from bespoke_exp.analysis.load import Sweep
 from bespoke_exp.analysis.statistics import (
+    MIN_PROMPTS,
     Comparison,
+    Resampling,
     compare_table,
     marginal_table,
     plain,
     prepare,
     rank_table,
+    seeds_needed,
+    seeds_per_prompt,
+    table_resampling,
 )
 from bespoke_exp.config import CONF_DIR
 
+# Diagnoses that cannot say whether to retrain, and what would let them.
+UNDECIDED = {
+    "partial_sweep": "Not decided yet: sweep the trainer's remaining epochs first (see diagnosis).",
+    "still_improving": "Not decided yet: sweep the trainer's remaining epochs first (see diagnosis).",
+    "single_epoch": "Not decided: one epoch shows no trend; sweep several epochs to decide.",
+}
 _COMBINATION_KEYS = ("epoch", "guidance", "run_id", "mean", "ci_low", "ci_high", "checkpoint")
 
 
@@ -41,6 +59,8 @@ class Recommendation:
     by_epoch: list[dict[str, Any]]
     by_guidance: list[dict[str, Any]]
     diagnosis: Diagnosis
+    inference: dict[str, Any] | None = None  # resampling scheme, degrees of freedom, caveats
+    separation: dict[str, Any] | None = None  # can the sweep tell the top two apart; seeds needed
 
     @property
     def retrain(self) -> RetrainSuggestion | None:
@@ -69,9 +89,16 @@ class Recommendation:
             head += (
                 f" It {verdict} the runner-up (epoch {r['epoch']}, guidance {r['guidance']:g}) beyond "
                 f"noise: difference {c.diff:+.3f}, {ci} {c.ci_low:.3f} to {c.ci_high:.3f} over "
-                f"{c.n_items} paired items."
+                f"{c.n_items} paired items"
+                + (
+                    f", simultaneous over the best against each of the other {c.family}."
+                    if c.family > 1
+                    else "."
+                )
             )
         lines = [f"# Checkpoint recommendation ({self.metric})", "", head]
+        if self.separation and self.separation["sentence"]:
+            lines.append(self.separation["sentence"])
         if b.get("checkpoint"):
             lines.append(f"Checkpoint: `{b['checkpoint']}` (run `{b['run_id']}`)")
         lines += [
@@ -88,14 +115,35 @@ class Recommendation:
         ]
         if len(self.ranking) > top:
             lines.append(f"\n({len(self.ranking) - top} more combinations in `to_dict()['ranking']`.)")
+        lines += self._how_sure()
         lines += ["", f"## Diagnosis: {self.diagnosis.code}", "", self.diagnosis.sentence, ""]
         for f in self.diagnosis.findings:
             ev = ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.items())
             lines += [f"- **{f.code}**: {f.sentence}", f"  - evidence: {ev}"]
         rt = self.retrain
         epochs = f" (epochs={rt.epochs})" if rt and rt.epochs is not None else ""
-        lines += ["", "## Retrain", "", f"{rt.action}{epochs}: {rt.reason}." if rt else "No retrain needed."]
+        if rt:
+            verdict = f"{rt.action}{epochs}: {rt.reason}."
+        elif self.diagnosis.code in UNDECIDED:  # the sweep left out epochs that could change the answer
+            verdict = UNDECIDED[self.diagnosis.code]
+        else:
+            verdict = "No retrain needed."
+        lines += ["", "## Retrain", "", verdict]
         return "\n".join(lines) + "\n"
+
+    def _how_sure(self) -> list[str]:
+        if not self.inference:
+            return []
+        inf = self.inference
+        lines = [
+            "",
+            "## How sure",
+            "",
+            f"Intervals resample {inf['resampling']} ({inf['n_prompts']} prompts, {inf['n_items']} items, "
+            f"{inf['df']} degrees of freedom, Student-t widened); the ranking's intervals are per "
+            "combination, so the best's is optimistic.",
+        ]
+        return lines + [f"- Caveat: {c}." for c in inf["caveats"]]
 
 
 def _fmt(v: Any) -> str:
@@ -104,6 +152,38 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{v:.3g}"
     return str(v)
+
+
+def separation(c: Comparison, rs: Resampling, seeds: int, min_effect: float) -> dict[str, Any]:
+    """Can the sweep tell the best from the runner-up, and if not, about how many seeds per prompt
+    would, with 80% power, if the observed difference is the true one (or, when it is below
+    `min_effect`, to bound the difference below `min_effect`: they are interchangeable)."""
+    if c.significant:
+        return {"separated": True, "seeds_per_prompt": seeds, "seeds_needed": None, "sentence": ""}
+    target = max(abs(c.diff), min_effect)
+    # The max-t critical value grows as more seeds make replicates less lumpy; Bonferroni's over
+    # the same family bounds it at any size, so plan with that (measured: ~80% power as intended).
+    bonferroni = NormalDist().inv_cdf(1.0 - (1.0 - rs.confidence) / (2.0 * c.family))
+    need = seeds_needed({"se": c.se or 0.0, "z": max(c.z or 0.0, bonferroni)}, rs, seeds, target)
+    goal = (
+        f"tell apart a difference of {abs(c.diff):.3f}"
+        if abs(c.diff) >= min_effect
+        else f"show they differ by less than min_effect {min_effect:g}"
+    )
+    if need is None:
+        how = f"more than 256 seeds per prompt would be needed to {goal}: add prompts, or treat them as tied"
+    else:
+        how = f"roughly {need} seeds per prompt (now {seeds}) would {goal}"
+        if rs.two_level:  # prompt-to-prompt variation does not average out over seeds
+            how += " if seed noise dominates; more prompts if prompts disagree"
+    sentence = f"The sweep is too small to separate the top two combinations: {how}."
+    return {
+        "separated": False,
+        "seeds_per_prompt": seeds,
+        "seeds_needed": need,
+        "target": target,
+        "sentence": sentence,
+    }
 
 
 def recommend_from_images(
@@ -116,22 +196,24 @@ def recommend_from_images(
     seed: int = 0,
     thresholds: Thresholds = Thresholds(),
     higher_is_better: bool | None = None,
+    min_prompts: int = MIN_PROMPTS,
 ) -> Recommendation:
-    """Rank the (epoch, guidance) combinations, test the best against the runner-up, and
-    diagnose the epoch trend."""
-    t = prepare(images, metric, higher_is_better)
+    """Rank the (epoch, guidance) combinations, test the best against the runner-up (paying for
+    having picked both), and diagnose the epoch trend."""
+    t = prepare(images, metric, higher_is_better, min_prompts)
     boot = (n_boot, confidence, seed)
+    rs = table_resampling(t, *boot)
     ranking = rank_table(t, *boot)
     if "checkpoint" not in ranking.columns:
         ranking["checkpoint"] = None
     records = plain(ranking[[*_COMBINATION_KEYS, "n_items", "rank"]].to_dict("records"))
     best = {k: records[0][k] for k in _COMBINATION_KEYS}
-    runner_up = beats = None
+    runner_up = beats = split = None
     if len(records) > 1:
         runner_up = {k: records[1][k] for k in _COMBINATION_KEYS}
-        beats = compare_table(
-            t, (best["epoch"], best["guidance"]), (runner_up["epoch"], runner_up["guidance"]), boot
-        )
+        pair = (best["epoch"], best["guidance"]), (runner_up["epoch"], runner_up["guidance"])
+        beats = compare_table(t, *pair, boot, selected=True)
+        split = plain(separation(beats, rs, seeds_per_prompt(t), thresholds.min_effect))
     return Recommendation(
         metric,
         confidence,
@@ -142,6 +224,8 @@ def recommend_from_images(
         plain(marginal_table(t, "epoch", *boot).to_dict("records")),
         plain(marginal_table(t, "guidance", *boot).to_dict("records")),
         diagnose_table(t, ranking, final_epoch, thresholds, boot),
+        plain(rs.summary()),
+        split,
     )
 
 
@@ -151,13 +235,16 @@ def default_options() -> dict:
 
 
 def options_from(analysis_cfg) -> dict:
-    data = OmegaConf.to_container(analysis_cfg, resolve=True)
+    """`recommend_from_images` options from the `analysis` config (a DictConfig or a dict)."""
+    data = OmegaConf.to_container(OmegaConf.create(analysis_cfg), resolve=True)
     return {**data, "thresholds": Thresholds(**data.get("thresholds", {}))}
 
 
 def recommend(sweep: Sweep, **options) -> Recommendation:
     """Rank the sweep's (epoch, guidance) combinations with bootstrap CIs and diagnose.
-    Options go to `recommend_from_images`, over the defaults in conf/analysis/default.yaml."""
+    Options go to `recommend_from_images`, over the settings the sweep ran with (its parent
+    run's `analysis.*` params) over the defaults in conf/analysis/default.yaml."""
+    recorded = options_from(sweep.analysis_settings) if sweep.analysis_settings else {}
     return recommend_from_images(
-        sweep.images, final_epoch=sweep.final_epoch, **{**default_options(), **options}
+        sweep.images, final_epoch=sweep.final_epoch, **{**default_options(), **recorded, **options}
     )

@@ -16,6 +16,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+# Every LoRA format diffusers loads names its low-rank pair one of these ways (kohya, peft).
+LORA_KEY_MARKERS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora.down", "lora.up")
 
 
 class CheckpointError(ValueError):
@@ -112,12 +114,19 @@ def describe_checkpoint(path: Path, epoch: int) -> CheckpointInfo:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
-            down_keys = [k for k in handle.keys() if k.endswith("lora_down.weight")]
+            keys = list(handle.keys())
+            down_keys = [k for k in keys if k.endswith("lora_down.weight")]
             rank = int(handle.get_slice(down_keys[0]).get_shape()[0]) if down_keys else None
     except Exception as error:  # safetensors raises several types for a damaged header
         raise CheckpointError(
             f"{path} is not a readable .safetensors file ({error}); re-download or re-export it"
         ) from error
+    if not any(marker in key for key in keys for marker in LORA_KEY_MARKERS):
+        example = f" such as {keys[0]!r}" if keys else ""
+        raise CheckpointError(
+            f"{path} holds no LoRA weights ({len(keys)} tensors{example}, none named lora_down/lora_up or "
+            "lora_A/lora_B): it is not a LoRA file; point checkpoint.dir at the trainer's LoRA outputs"
+        )
     return CheckpointInfo(
         path=path,
         epoch=epoch,

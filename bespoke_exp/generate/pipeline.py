@@ -67,6 +67,14 @@ def resolve_dtype(name: str | None, device: str) -> torch.dtype:
     return _DTYPES[name]
 
 
+class ModelLoadError(RuntimeError):
+    """The base model can't be loaded; every job of the sweep would fail the same way."""
+
+
+class LoraLoadError(RuntimeError):
+    """A LoRA file can't be applied to the base model; the message names the file."""
+
+
 _PIPELINES: dict[tuple, object] = {}
 
 
@@ -86,15 +94,21 @@ def load_pipeline(
         _PIPELINES.clear()  # one base model in memory at a time
         local = Path(pretrained).is_dir()
         log.info("loading base pipeline %s on %s (%s)", pretrained, device, torch_dtype)
-        pipe = DiffusionPipeline.from_pretrained(
-            pretrained,
-            torch_dtype=torch_dtype,
-            variant=variant,
-            use_safetensors=True,
-            local_files_only=local,
-        )
+        try:
+            pipe = DiffusionPipeline.from_pretrained(
+                pretrained,
+                torch_dtype=torch_dtype,
+                variant=variant,
+                use_safetensors=True,
+                local_files_only=local,
+            )
+        except Exception as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelLoadError(
+                f"model.pretrained={pretrained!r} could not be loaded: {first_line}"
+            ) from error
         if not hasattr(pipe, "load_lora_weights"):
-            raise ValueError(f"model {pretrained!r} ({type(pipe).__name__}) cannot load LoRA weights")
+            raise ModelLoadError(f"model {pretrained!r} ({type(pipe).__name__}) cannot load LoRA weights")
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         _PIPELINES[key] = (pipe, dict(pipe.scheduler.config))
@@ -122,8 +136,16 @@ def lora_applied(pipe, checkpoint: Path | None, scale: float = 1.0) -> Iterator[
         yield
         return
     try:  # a load that fails half-way must not leave a half-applied adapter behind
-        pipe.load_lora_weights(str(checkpoint.parent), weight_name=checkpoint.name, adapter_name=ADAPTER_NAME)
-        pipe.set_adapters([ADAPTER_NAME], adapter_weights=[scale])
+        try:
+            pipe.load_lora_weights(
+                str(checkpoint.parent), weight_name=checkpoint.name, adapter_name=ADAPTER_NAME
+            )
+            pipe.set_adapters([ADAPTER_NAME], adapter_weights=[scale])
+        except Exception as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise LoraLoadError(
+                f"{checkpoint} could not be applied to the base model ({type(pipe).__name__}): {first_line}"
+            ) from error
         yield
     finally:
         pipe.unload_lora_weights()

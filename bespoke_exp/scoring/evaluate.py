@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from bespoke_exp.pixelart.blank import blank_reason
 from bespoke_exp.pixelart.colors import SKIN_TONES, delta_e, name_colors, skin_label, to_lab
 from bespoke_exp.pixelart.grid import GridFit, as_rgb_array, fit_grid, recover_cells
 from bespoke_exp.scoring.checks import Check, Scene, check, ring
@@ -33,7 +34,7 @@ from bespoke_exp.scoring.expectations import (
 from bespoke_exp.scoring.fidelity import fidelity_metrics
 from bespoke_exp.scoring.palette import load_palette, palette_metrics
 from bespoke_exp.scoring.regions import Regions, parse_regions
-from bespoke_exp.scoring.registry import composite_score, metric_spec
+from bespoke_exp.scoring.registry import composite_score, metric_spec, worst_value
 
 
 @dataclass
@@ -94,14 +95,40 @@ def evaluate(
     exps = _expectations(prompt, expectations, cells)
     scene = _scene(names, grid_lab, exps, parse_regions(regions), pass_share, tolerance, m)
     checks = [check(scene, e) for e in exps]
+    collapse = collapse_reason(arr, m)
+    if collapse is not None:
+        checks = [_failed(c, collapse) for c in checks]
     m.update(_adherence(checks))
     if reference is not None:
         m.update(_reference_metrics(reference, cells, names, grid_lab))
-
-    m = {k: float(np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)) for k, v in m.items()}
+    m["quality/collapsed"] = float(collapse is not None)
+    if collapse is not None:  # no picture: nothing it "has" counts, every metric at its bad end
+        m = {k: (v if k == "quality/collapsed" else worst_value(k)) for k, v in m.items()}
+    # A metric that could not be computed is missing evidence: it scores at its bad end.
+    m = {k: (float(v) if np.isfinite(v) else worst_value(k)) for k, v in m.items()}
     if weights is not None:
         m["score"] = composite_score(m, weights)
     return Evaluation(metrics=m, checks=checks, grid=grid, fit=fit)
+
+
+def collapse_reason(arr: np.ndarray, metrics: Mapping[str, float]) -> str | None:
+    """Why the picture is no attempt at the art (one flat colour), or None.
+
+    A flat square in the prompt's background colour would otherwise pass the background
+    check, fit any grid perfectly and show no anti-aliasing: rewards for missing evidence.
+    """
+    blank = blank_reason(arr)
+    if blank is not None:
+        return blank
+    if metrics["palette/colors"] <= 1:
+        return "the recovered art is a single colour"
+    return None
+
+
+def _failed(c: Check, reason: str) -> Check:
+    if not c.checked:
+        return c
+    return Check(c.name, False, f"collapsed: {reason}", False, checked=True, phrase=c.phrase)
 
 
 def _expectations(prompt: str, extra: Sequence[Expectation | str] | None, cells: int) -> list[Expectation]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from bespoke_exp.pixelart.colors import PROTOTYPES, delta_e, parse_color
 from bespoke_exp.pixelart.grid import recover_folder
+from bespoke_exp.scoring.expectations import parse_prompt
 
 
 def palette_metrics(grid_lab: np.ndarray, palette_lab: np.ndarray) -> dict[str, float]:
@@ -42,6 +43,20 @@ def load_palette(source: str | Sequence | np.ndarray | None = "demo", cells: int
     except ValueError as error:
         raise ValueError(f"palette entry: {error}") from None
     return np.array(out, dtype=np.uint8).reshape(-1, 3)
+
+
+def prompt_palette(texts: Sequence[str], cells: int = 24) -> np.ndarray:
+    """(K, 3) uint8: the colours the prompts name (background, features, skin tones), for a
+    real run without training images: the art should use these and little else."""
+    names = {
+        e.color
+        for text in texts
+        for e in parse_prompt(text, cells).expectations
+        if isinstance(getattr(e, "color", None), str) and e.color in PROTOTYPES
+    }
+    if not names:
+        raise ValueError("the prompts name no colours; set metrics.palette to a list of colours or a folder")
+    return np.array([PROTOTYPES[n] for n in sorted(names)], dtype=np.uint8)
 
 
 def count_colors(lab: np.ndarray, threshold: float = 3.0, max_leaders: int = 48) -> float:

@@ -95,6 +95,12 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("ref/near", True, "mean", "share of cells within dE 2 of the reference"),
         MetricSpec("score", True, "mean", "weighted mean of metric utilities (weights: conf/metrics)"),
         MetricSpec(
+            "quality/collapsed",
+            False,
+            "mean",
+            "1 if the picture is one flat colour: every metric at its worst",
+        ),
+        MetricSpec(
             "memorisation/nearest_match", False, "mean", "share of cells matching the closest training image"
         ),
         MetricSpec("memorisation/near_copy", False, "mean", "1 if the image near-copies a training image"),
@@ -118,6 +124,11 @@ def utility(key: str, value: float) -> float:
     spec = metric_spec(key)
     u = (value - spec.worst) / (spec.best - spec.worst)
     return float(np.clip(u, 0.0, 1.0))
+
+
+def worst_value(key: str) -> float:
+    """The bad end of a metric: what missing evidence (NaN, a collapsed picture) scores."""
+    return metric_spec(key).worst
 
 
 def composite_score(metrics: Mapping[str, float], weights: Mapping[str, float]) -> float:

@@ -9,79 +9,142 @@ sweeps (identical work already FINISHED) are recorded on the parent and count as
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bespoke_exp import tracking
-from bespoke_exp.config import ConfigError
-from bespoke_exp.sweep.context import STATE_FILE, SweepContext, count_jobs, new_sweep_id, read_context
-from bespoke_exp.sweep.validate import validate_job_config
+from bespoke_exp.config import ConfigError, flatten
+from bespoke_exp.sweep.context import SweepContext, expand_jobs, new_sweep_id, read_context, write_state
+from bespoke_exp.sweep.validate import config_problems
 
-# Parent runs this process opened and not yet closed. A Ctrl-C or kill can land anywhere,
-# including inside Hydra between jobs, so the CLI closes these as KILLED on the way out.
+# Parent runs this process opened and not yet closed. A Ctrl-C, a kill or an error can land
+# anywhere, including inside Hydra between jobs, so the CLI closes these on the way out.
 _OPEN_PARENTS: dict[str, tuple[tracking.Tracker, SweepContext]] = {}
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 class SweepCallback(Callback):
-    """Hydra callback: parent run at multirun start, its final status at the end."""
+    """Hydra callback: parent run at multirun start, its final status at the end.
+
+    Hydra turns exceptions in callbacks into warnings, so every failure here ends in a
+    SystemExit with the parent run closed and the reason printed.
+    """
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        overrides = list(config.hydra.overrides.task)
+        jobs = expand_jobs(overrides, dict(config.hydra.sweeper.get("params") or {}))
         try:
-            # Settings every job shares are checked once, before a parent run exists.
-            validate_job_config(config)
+            problems = sweep_problems(config, jobs)
+            if problems:
+                raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
             tracker = _connect(config)
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            try:
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ConfigError(
+                    f"cannot create the sweep folder hydra.sweep.dir={sweep_dir}: {error}"
+                ) from None
         except (ConfigError, tracking.TrackingError) as error:
             print(f"[bespoke_exp] sweep not started: {error}", file=sys.stderr)
-            raise SystemExit(2) from None  # Hydra turns other callback exceptions into warnings
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        overrides = list(config.hydra.overrides.task)
-        total = count_jobs(overrides, dict(config.hydra.sweeper.get("params") or {}))
+            raise SystemExit(2) from None
+        orphans = tracking.close_orphans(tracker)
+        if orphans:
+            print(
+                f"[bespoke_exp] marked KILLED {len(orphans)} runs whose process is gone: {', '.join(orphans)}"
+            )
+        total = None if jobs is None else len(jobs)
         sweep_id = new_sweep_id()
         parent = tracking.start_run(
             tracker,
             f"sweep {sweep_id}",
-            params={"sweep.overrides": " ".join(overrides), "sweep.jobs": str(total)},
+            params=sweep_params(config, overrides, total),
             tags={tracking.TAG_SWEEP_ID: sweep_id, tracking.TAG_ROLE: "sweep", "sweep_dir": str(sweep_dir)},
         )
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         state = SweepContext(sweep_id=sweep_id, parent_run_id=parent, total_jobs=total)
-        (sweep_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
         _OPEN_PARENTS[parent] = (tracker, state)
+        try:
+            write_state(sweep_dir, state)
+        except (OSError, RuntimeError) as error:
+            close_open_sweeps(error)
+            raise SystemExit(2) from None
         print(f"[bespoke_exp] sweep {sweep_id}: {total} jobs, parent run {parent}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        context = read_context(sweep_dir, 0)
-        _OPEN_PARENTS.pop(context.parent_run_id, None)
-        tracker = _connect(config)
-        children, reused = tracking.sweep_runs(tracker, context.parent_run_id)
-        finished = sum(run.info.status == "FINISHED" for run in children)
-        # A job that died before creating its run counts as failed too.
-        total = max(len(children) + len(reused), context.total_jobs or 0)
-        failed = total - finished - len(reused)
-        tracking.log_metrics(
-            tracker,
-            context.parent_run_id,
-            {"sweep/jobs_finished": finished, "sweep/jobs_reused": len(reused), "sweep/jobs_failed": failed},
-        )
-        analysed = finished + len(reused) > 0 and _analyse(config, context)
-        tracking.finish_run(tracker, context.parent_run_id, "FAILED" if failed else "FINISHED")
-        print(summary_text(tracker, context, children, reused), flush=True)
-        if failed:
-            # Hydra swallows callback exceptions but not SystemExit: the sweep must exit non-zero.
-            print(f"[bespoke_exp] {failed} of {total} jobs failed", file=sys.stderr)
-            raise SystemExit(1)
-        if not analysed:
-            raise SystemExit(1)
+        context = read_context(Path(str(config.hydra.sweep.dir)), 0)
+        try:
+            _end_sweep(config, context)
+        except SystemExit:
+            raise
+        except BaseException as error:  # the parent must not stay RUNNING, whatever happened
+            close_open_sweeps(error)
+            raise SystemExit(130 if isinstance(error, KeyboardInterrupt) else 1) from None
 
 
-def _analyse(config: DictConfig, context: SweepContext) -> bool:
+def sweep_params(config: DictConfig, overrides: list[str], total: int | None) -> dict[str, str]:
+    """A sweep parent run's params: its command line, and what `rank` and `rescore` need to
+    redo its analysis as it was run (analysis settings, store, experiment, prompt set)."""
+    return {
+        "sweep.overrides": " ".join(overrides),
+        "sweep.jobs": str(total),
+        **flatten(OmegaConf.to_container(config.analysis, resolve=True), "analysis."),
+        "tracking.uri": str(config.tracking.uri),
+        "tracking.experiment": str(config.tracking.experiment),
+        "prompts.name": str(config.prompts.name),
+    }
+
+
+def sweep_problems(config: DictConfig, jobs: list[list[str]] | None) -> list[str]:
+    """Every problem of every job's composed config (swept values included), one line each.
+
+    Only the basic sweeper's grid can be enumerated here; with another sweeper the shared
+    settings are checked now and each job checks its own values when it starts.
+    """
+    if jobs is None or config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        return config_problems(config)
+    from hydra import compose
+
+    problems: dict[str, None] = {}
+    for job in jobs:
+        try:
+            composed = compose(config_name=str(config.hydra.job.config_name), overrides=job)
+        except Exception as error:
+            problems[f"{' '.join(job)}: {str(error).splitlines()[0]}"] = None
+            continue
+        problems.update(dict.fromkeys(config_problems(composed)))
+    return list(problems)
+
+
+def _end_sweep(config: DictConfig, context: SweepContext) -> None:
+    tracker = _connect(config)
+    children, reused = tracking.sweep_runs(tracker, context.parent_run_id)
+    finished = sum(run.info.status == "FINISHED" for run in children)
+    # A job that died before creating its run counts as failed too.
+    total = max(len(children) + len(reused), context.total_jobs or 0)
+    failed = total - finished - len(reused)
+    tracking.log_metrics(
+        tracker,
+        context.parent_run_id,
+        {"sweep/jobs_finished": finished, "sweep/jobs_reused": len(reused), "sweep/jobs_failed": failed},
+    )
+    # A sweep with failed jobs is still ranked, but registers no model version.
+    analysed = finished + len(reused) > 0 and _analyse(config, context, register=not failed)
+    tracking.finish_run(tracker, context.parent_run_id, "FAILED" if failed else "FINISHED")
+    _OPEN_PARENTS.pop(context.parent_run_id, None)
+    print(summary_text(tracker, context, children, reused), flush=True)
+    if failed:
+        # Hydra swallows callback exceptions but not SystemExit: the sweep must exit non-zero.
+        print(f"[bespoke_exp] {failed} of {total} jobs failed; no model version registered", file=sys.stderr)
+        raise SystemExit(1)
+    if not analysed:
+        raise SystemExit(1)
+
+
+def _analyse(config: DictConfig, context: SweepContext, register: bool) -> bool:
     """Rank, report and register on the jobs that finished; a failure here is reported,
     never allowed to hide the jobs' own status."""
     from bespoke_exp import analysis  # pandas, matplotlib: only when a sweep ends
@@ -92,7 +155,9 @@ def _analyse(config: DictConfig, context: SweepContext) -> bool:
             context.parent_run_id, tracking_uri=str(t.uri), experiment=str(t.experiment)
         )
         rec = analysis.report_sweep(
-            sweep, registered_model=t.get("registered_model"), **analysis.options_from(config.analysis)
+            sweep,
+            registered_model=t.get("registered_model") if register else None,
+            **analysis.options_from(config.analysis),
         )
     except Exception as error:
         logging.getLogger(__name__).exception("sweep analysis failed")
@@ -107,15 +172,23 @@ def _analyse(config: DictConfig, context: SweepContext) -> bool:
     return True
 
 
-def close_interrupted_sweeps() -> None:
-    """After Ctrl-C or a kill, mark this process's open parent runs KILLED (Hydra never
-    calls on_multirun_end then). Re-running the same command redoes only unfinished jobs."""
+def close_open_sweeps(error: BaseException) -> None:
+    """Close this process's open parent runs: KILLED after Ctrl-C or a kill, FAILED after any
+    other error, with the reason as a tag (Hydra never calls on_multirun_end then). Re-running
+    the same command redoes only the unfinished jobs."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    reason = f"{type(error).__name__}: {error}"
     while _OPEN_PARENTS:
         parent_run_id, (tracker, context) = _OPEN_PARENTS.popitem()
-        tracking.finish_run(tracker, parent_run_id, "KILLED")
+        try:
+            tracking.fail_run(tracker, parent_run_id, error)
+        except Exception as close_error:  # the store itself may be what failed
+            print(f"[bespoke_exp] could not close parent run {parent_run_id}: {close_error}", file=sys.stderr)
+        what = "interrupted" if interrupted else f"stopped: {reason}"
         print(
-            f"[bespoke_exp] sweep {context.sweep_id} interrupted; parent run {parent_run_id} marked KILLED. "
-            "Run the same command again to resume: finished jobs are skipped.",
+            f"[bespoke_exp] sweep {context.sweep_id} {what}; parent run {parent_run_id} marked "
+            f"{'KILLED' if interrupted else 'FAILED'}. Run the same command again to resume: finished "
+            "jobs are skipped.",
             file=sys.stderr,
         )
 
@@ -135,6 +208,8 @@ def summary_text(tracker: tracking.Tracker, context: SweepContext, children: lis
     lines += [
         f"experiment {tracker.experiment_name!r} (id {tracker.experiment_id}) in {tracker.uri}",
         f"browse:  {tracker.ui_command()}   then open {tracker.ui_url()}",
+        # The parent run's metrics tab: epoch curves, an epoch slider per prompt and seed.
+        f"dashboard: {tracking.run_ui_url(tracker, context.parent_run_id)}",
     ]
     return "\n".join(lines)
 

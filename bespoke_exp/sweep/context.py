@@ -4,11 +4,11 @@ global, so jobs in other processes or on other machines attach to the same paren
 
 from __future__ import annotations
 
+import itertools
 import json
-import math
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -31,15 +31,42 @@ def new_sweep_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-def count_jobs(task_overrides: list[str], sweeper_params: dict | None = None) -> int | None:
-    """How many jobs the basic sweeper will run: the product of each sweep's length."""
+def expand_jobs(task_overrides: list[str], sweeper_params: dict | None = None) -> list[list[str]] | None:
+    """Each job's overrides, in the order Hydra's basic sweeper runs them (the product of every
+    sweep's values); None when the overrides can't be parsed here (Hydra will say why)."""
     overrides = list(task_overrides) + [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:
         return None
-    sizes = [len(list(o.sweep_iterator())) for o in parsed if o.is_sweep_override()]
-    return math.prod(sizes)
+    axes = []
+    for override in parsed:
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            axes.append([override.input_line])
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def count_jobs(task_overrides: list[str], sweeper_params: dict | None = None) -> int | None:
+    """How many jobs the basic sweeper will run: the product of each sweep's length."""
+    jobs = expand_jobs(task_overrides, sweeper_params)
+    return None if jobs is None else len(jobs)
+
+
+def write_state(sweep_dir: Path, context: SweepContext) -> Path:
+    """Write `sweep.json`, refusing to overwrite another sweep's (exclusive create)."""
+    path = sweep_dir / STATE_FILE
+    try:
+        with path.open("x") as handle:
+            json.dump(asdict(context), handle, indent=2)
+    except FileExistsError:
+        other = json.loads(path.read_text() or "{}").get("sweep_id", "another sweep")
+        raise RuntimeError(
+            f"{path} already belongs to sweep {other}; each sweep needs its own hydra.sweep.dir"
+        ) from None
+    return path
 
 
 def read_context(sweep_dir: Path, job_index: int) -> SweepContext:

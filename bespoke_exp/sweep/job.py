@@ -14,12 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from bespoke_exp import tracking
 from bespoke_exp.analysis.sheets import labelled_sheet
-from bespoke_exp.config import flatten, job_config, job_fingerprint
+from bespoke_exp.config import flatten, job_config
 from bespoke_exp.generate import checkpoints, image_store
 from bespoke_exp.sweep.context import SweepContext
+from bespoke_exp.sweep.identity import TAG_GENERATION, TAG_SCORING, generation_fingerprint
 from bespoke_exp.sweep.job_images import generate_images, generation_items
-from bespoke_exp.sweep.job_scores import score_images
-from bespoke_exp.sweep.resume import earlier_attempts, earlier_images
+from bespoke_exp.sweep.job_scores import make_scorer, score_images
+from bespoke_exp.sweep.resume import earlier_attempts, earlier_images, finished_images
 from bespoke_exp.sweep.validate import validate_job_config
 
 
@@ -78,23 +79,32 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
         print(f"{prefix} FAILED: {error}", flush=True)
         raise
     checkpoint_path = info.path
-    identity = {"config_fingerprint": tags["config_fingerprint"], "checkpoint_sha256": info.sha256}
+    scorer = make_scorer(cfg)
+    identity = {
+        TAG_GENERATION: generation_fingerprint(cfg, device_kind(cfg)),
+        "checkpoint_sha256": info.sha256,
+    }
 
-    previous, unfinished = earlier_attempts(tracker, identity)
-    if previous and not cfg.get("force"):
+    finished, unfinished = earlier_attempts(tracker, identity)
+    same_scores = [run.info.run_id for run in finished if run.data.tags.get(TAG_SCORING) == scorer.identity]
+    if same_scores and not cfg.get("force"):
         if sweep is not None:
-            tracking.record_reuse(tracker, sweep.parent_run_id, sweep.job_index, previous)
+            tracking.record_reuse(tracker, sweep.parent_run_id, sweep.job_index, same_scores[0])
         print(
-            f"{prefix} SKIPPED: identical run {previous} already FINISHED (force=true re-runs it)", flush=True
+            f"{prefix} SKIPPED: identical run {same_scores[0]} already FINISHED (force=true re-runs it)",
+            flush=True,
         )
-        return JobResult(run_id=previous, status="SKIPPED", images=0, output_dir=output_dir)
+        return JobResult(run_id=same_scores[0], status="SKIPPED", images=0, output_dir=output_dir)
+    # Same images, other scoring (a metric setting or the scoring code changed): score them anew.
+    images_from = finished[0].info.run_id if finished and not cfg.get("force") else None
 
-    run_id = start({"checkpoint_sha256": info.sha256})
+    run_id = start(
+        {**identity, TAG_SCORING: scorer.identity, **({"images_from": images_from} if images_from else {})}
+    )
     try:
         tracking.log_params(tracker, run_id, {"checkpoint.path": str(checkpoint_path)})
-        count = _generate_and_log(
-            cfg, tracker, run_id, checkpoint_path, output_dir, prefix, identity, unfinished
-        )
+        sources = ImageSources(identity, unfinished, images_from)
+        count = _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix, sources, scorer)
         tracking.finish_run(tracker, run_id)
     except BaseException as error:
         tracking.fail_run(tracker, run_id, error)
@@ -108,7 +118,6 @@ def _job_tags(cfg: DictConfig, output_dir: Path, sweep: SweepContext | None) -> 
     tags = {
         "epoch": str(int(cfg.epoch)),
         "guidance": f"{float(cfg.sampler.guidance):g}",
-        "config_fingerprint": job_fingerprint(cfg),
         "output_dir": str(output_dir),
         tracking.TAG_ROLE: "job",
     }
@@ -117,7 +126,24 @@ def _job_tags(cfg: DictConfig, output_dir: Path, sweep: SweepContext | None) -> 
     return tags
 
 
-def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix, identity, unfinished) -> int:
+@dataclass(frozen=True)
+class ImageSources:
+    """Where a job's images may come from before generating: the images of a FINISHED run of
+    the same generation, or the intact images of a crashed attempt (`identity` vouches)."""
+
+    identity: dict[str, str]
+    unfinished: list
+    finished_run_id: str | None
+
+
+def device_kind(cfg: DictConfig) -> str:
+    """cpu, cuda or mps: part of the generation identity (the same seed differs across them)."""
+    from bespoke_exp.generate.pipeline import resolve_device
+
+    return resolve_device(str(cfg.model.device)).split(":")[0]
+
+
+def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix, sources, scorer) -> int:
     items = generation_items(cfg)
     images_dir = output_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +153,13 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix,
     }
 
     timings = {}
-    earlier = earlier_images(unfinished, identity, list(names.values()), prefix)
+    if sources.finished_run_id:
+        print(
+            f"{prefix} scoring the images of run {sources.finished_run_id} (same generation, other scoring)"
+        )
+        earlier = finished_images(tracker, sources.finished_run_id, list(names.values()))
+    else:
+        earlier = earlier_images(sources.unfinished, sources.identity, list(names.values()), prefix)
     if earlier is not None:
         generated = {key: earlier[name] for key, name in names.items()}
         for key, image in generated.items():
@@ -135,7 +167,7 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix,
     else:
         generated, timings, token_counts = generate_images(cfg, checkpoint_path, images_dir, names, prefix)
         tracking.log_params(tracker, run_id, token_counts)
-    image_store.write_manifest(images_dir, identity, list(names.values()))
+    image_store.write_manifest(images_dir, sources.identity, list(names.values()))
 
     prompt_ids = [str(p.id) for p in cfg.prompts["items"]]
     seeds = [int(s) for s in cfg.sampler.seeds]
@@ -147,7 +179,7 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix,
     )
     sheet.save(output_dir / "sheet.png")
 
-    scores = score_images(cfg, generated)
+    scores = score_images(cfg, generated, scorer)
     tracking.log_table(tracker, run_id, scores.rows, "metrics/per_image.json")
     tracking.log_table(tracker, run_id, scores.checks, "metrics/checks.json")
 

@@ -12,8 +12,13 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from bespoke_exp.generate import pipeline as pl
+from bespoke_exp.pixelart.blank import blank_reason
 
 ImageKey = tuple[str, int]  # (prompt id, seed)
+
+
+class GenerationError(RuntimeError):
+    """The pipeline ran but produced no picture (e.g. a blank image); the message says which."""
 
 
 def generation_items(cfg: DictConfig) -> list[pl.GenerationItem]:
@@ -68,6 +73,9 @@ def generate_images(
         for done, (item, image) in enumerate(pl.generate(pipe, items, settings), start=1):
             path = images_dir / names[(item.prompt_id, item.seed)]
             image.save(path)  # PNG: lossless, so metrics see exactly what the model made
+            blank = blank_reason(image)
+            if blank is not None:
+                raise GenerationError(f"{path.name} is {blank}; nothing was scored")
             generated[(item.prompt_id, item.seed)] = image
             print(f"{prefix} image {done}/{len(items)} {path.name}", flush=True)
     timings["time/generate_s"] = time.perf_counter() - started

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from bespoke_exp.scoring.evaluate import Evaluation, aggregate, evaluate
 from bespoke_exp.scoring.memorisation import load_training_grids, training_match
+from bespoke_exp.scoring.palette import load_palette, prompt_palette
+from bespoke_exp.sweep.identity import scoring_identity
 
 
 @dataclass(frozen=True)
@@ -19,29 +22,63 @@ class ImageScores:
     aggregates: dict[str, float]  # job-level, plus `by_prompt/<id>/...` per prompt
 
 
-def score_images(cfg: DictConfig, generated: dict[tuple[str, int], Image.Image]) -> ImageScores:
-    """Pixel metrics and prompt checks for every (prompt id, seed) -> image."""
+@dataclass(frozen=True)
+class Scorer:
+    """Everything a job's scoring reads, resolved once: settings for `evaluate`, the
+    training grids (memorisation) and the scoring identity they add up to."""
+
+    settings: dict
+    training: np.ndarray | None
+    near_copy: float
+    identity: str
+
+
+def make_scorer(cfg: DictConfig) -> Scorer:
     m = cfg.metrics
+    cells = int(m.cells)
+    train_dir = cfg.checkpoint.get("train_dir")
+    training = load_training_grids(str(train_dir), cells) if train_dir else None
+    palette = resolve_palette(cfg, training)
     settings = {
-        "cells": int(m.cells),
-        "palette": m.palette,
+        "cells": cells,
+        "palette": palette,
         "weights": OmegaConf.to_container(m.weights, resolve=True),
         "regions": OmegaConf.to_container(m.regions, resolve=True),
         "tolerance": int(m.tolerance),
         "pass_share": float(m.pass_share),
     }
+    return Scorer(settings, training, float(m.near_copy), scoring_identity(cfg, palette, training))
+
+
+def resolve_palette(cfg: DictConfig, training: np.ndarray | None) -> np.ndarray:
+    """The reference palette `metrics.palette` names (see conf/metrics/default.yaml)."""
+    source = cfg.metrics.palette
+    source = OmegaConf.to_container(source) if OmegaConf.is_list(source) else source
+    if source == "auto":
+        source = "train_dir" if training is not None else "prompts"
+    if source == "train_dir":
+        if training is None:
+            raise ValueError("metrics.palette=train_dir needs checkpoint.train_dir (the training images)")
+        return np.unique(training.reshape(-1, 3), axis=0)
+    if source == "prompts":
+        return prompt_palette([str(p.text) for p in cfg.prompts["items"]], int(cfg.metrics.cells))
+    return load_palette(source, int(cfg.metrics.cells))
+
+
+def score_images(
+    cfg: DictConfig, generated: dict[tuple[str, int], Image.Image], scorer: Scorer
+) -> ImageScores:
+    """Pixel metrics and prompt checks for every (prompt id, seed) -> image."""
     prompts = {str(p.id): p for p in cfg.prompts["items"]}
-    train_dir = cfg.checkpoint.get("train_dir")
-    training = load_training_grids(str(train_dir), int(m.cells)) if train_dir else None
     rows, checks, by_prompt = [], [], {}
     for (prompt_id, seed), image in generated.items():
         prompt = prompts[prompt_id]
         expectations = [str(e) for e in prompt.get("expectations") or []]
-        evaluation = evaluate(image, str(prompt.text), expectations=expectations, **settings)
-        if training is not None:
-            match = training_match(evaluation.grid, training)
+        evaluation = evaluate(image, str(prompt.text), expectations=expectations, **scorer.settings)
+        if scorer.training is not None:
+            match = training_match(evaluation.grid, scorer.training)
             evaluation.metrics["memorisation/nearest_match"] = match
-            evaluation.metrics["memorisation/near_copy"] = float(match >= float(m.near_copy))
+            evaluation.metrics["memorisation/near_copy"] = float(match >= scorer.near_copy)
         by_prompt.setdefault(prompt_id, []).append(evaluation)
         rows.append(
             {

@@ -1,9 +1,12 @@
-"""Resume: a job's earlier attempts at the exact same work (config fingerprint + checkpoint
-sha256). A FINISHED one is reused instead of re-run; a crashed or killed one may have
-left intact images behind, which are reused instead of regenerated."""
+"""Resume: a job's earlier attempts at the same generation (generation fingerprint +
+checkpoint sha256). A FINISHED one with the same scoring identity is reused instead of
+re-run; a FINISHED one scored differently lends its images, which are then scored anew;
+a crashed or killed one may have left intact images behind, which are reused instead of
+regenerated."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,12 +16,11 @@ from bespoke_exp import tracking
 from bespoke_exp.generate import image_store
 
 
-def earlier_attempts(tracker: tracking.Tracker, identity: Mapping[str, str]) -> tuple[str | None, list]:
-    """(newest FINISHED run id with this identity or None, the unfinished attempts newest first)."""
+def earlier_attempts(tracker: tracking.Tracker, identity: Mapping[str, str]) -> tuple[list, list]:
+    """(FINISHED runs of this generation, the unfinished attempts), each newest first."""
     attempts = tracking.find_job_runs(tracker, identity)
-    finished = [run.info.run_id for run in attempts if run.info.status == "FINISHED"]
-    unfinished = [run for run in attempts if run.info.status != "FINISHED"]
-    return (finished[0] if finished else None), unfinished
+    finished = [run for run in attempts if run.info.status == "FINISHED"]
+    return finished, [run for run in attempts if run.info.status != "FINISHED"]
 
 
 def earlier_images(
@@ -38,3 +40,14 @@ def earlier_images(
         if images:
             return images
     return None
+
+
+def finished_images(tracker: tracking.Tracker, run_id: str, names: Sequence[str]) -> dict[str, Image.Image]:
+    """The images a FINISHED run logged, read back from the tracking store."""
+    images = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            path = tracking.download_artifact(tracker, run_id, f"images/{name}", Path(tmp))
+            with Image.open(path) as image:
+                images[name] = image.convert("RGB")
+    return images

@@ -1,51 +1,269 @@
 """Refuse a config before it costs anything: every problem named by key, value and what
-is allowed, before a run is created or a model loads."""
+is allowed, before a run is created or a model loads.
+
+`config_problems(cfg)` lists what is wrong with one job's config; `validate_job_config`
+raises them as one ConfigError. The sweep callback runs the same checks on every job's
+composed config (swept values included) before the sweep's parent run exists.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from bespoke_exp.config import ConfigError
+from bespoke_exp.generate import checkpoints
 from bespoke_exp.pixelart.grid import IMAGE_SUFFIXES
 from bespoke_exp.scoring.expectations import validate_prompt
+from bespoke_exp.scoring.palette import load_palette
+from bespoke_exp.scoring.regions import parse_regions
+from bespoke_exp.scoring.registry import metric_spec
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+_MISSING = object()
 
 
 def validate_job_config(cfg: DictConfig) -> None:
-    """Reject values that would waste a model load, naming the key and what is allowed."""
-    s = cfg.sampler
-    problems = []
-    if not isinstance(cfg.epoch, int) or isinstance(cfg.epoch, bool):
-        problems.append(f"epoch={cfg.epoch!r} must be an integer (sweep with epoch=1,2,...,10)")
-    if int(s.steps) <= 0:
-        problems.append(f"sampler.steps={s.steps} must be > 0")
-    if float(s.guidance) < 0:
-        problems.append(f"guidance={s.guidance} must be >= 0")
+    """Raise ConfigError listing every problem of one job's config (one line each)."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def config_problems(cfg: DictConfig, checks: tuple | None = None) -> list[str]:
+    """Every problem of one job's config: types, ranges, finiteness, files and folders,
+    scheduler / dtype / device availability, metric weights, palette, regions, prompts."""
+    problems: list[str] = []
+    for check in checks or _CHECKS:
+        try:
+            problems += check(cfg)
+        except OmegaConfBaseException as error:  # a missing ??? value or a broken interpolation
+            problems.append(_omegaconf_message(error))
+    return list(dict.fromkeys(problems))
+
+
+def _value(cfg: DictConfig, key: str) -> object:
+    """The resolved value at a dotted key; raises OmegaConf's error for ??? and bad interpolations."""
+    return OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
+
+
+def _omegaconf_message(error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", "") or "?"
+    if type(error).__name__ == "MissingMandatoryValue":
+        return f"{key} is not set (???); set it on the command line, e.g. {key}=..."
+    return f"{key}: {str(error).splitlines()[0]}"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(problems: list[str], name: str, value: object, minimum: float | None = None) -> None:
+    """A finite real number (>= minimum when given)."""
+    if not _is_number(value):
+        problems.append(f"{name}={value!r} must be a number")
+    elif not math.isfinite(value):
+        problems.append(f"{name}={value} must be a finite number")
+    elif minimum is not None and value < minimum:
+        problems.append(f"{name}={value} must be >= {minimum:g}")
+
+
+def _sweep_axes(cfg: DictConfig) -> list[str]:
+    problems: list[str] = []
+    epoch, final = _value(cfg, "epoch"), _value(cfg, "checkpoint.epochs")
+    if not _is_int(final) or final < 1:
+        problems.append(f"checkpoint.epochs={final!r} must be a positive integer (the trainer's last epoch)")
+    if not _is_int(epoch):
+        problems.append(f"epoch={epoch!r} must be an integer (sweep with epoch=1,2,...,10)")
+    elif _is_int(final) and not 1 <= epoch <= final:
+        problems.append(f"epoch={epoch} is outside 1..{final} (checkpoint.epochs={final})")
+    _number(problems, "guidance", _value(cfg, "sampler.guidance"), minimum=0)
+    _number(problems, "checkpoint.lora_scale", _value(cfg, "checkpoint.lora_scale"))
+    return problems
+
+
+def _sampler(cfg: DictConfig) -> list[str]:
+    from bespoke_exp.generate.pipeline import SCHEDULERS
+
+    problems: list[str] = []
+    steps = _value(cfg, "sampler.steps")
+    if not _is_int(steps) or steps <= 0:
+        problems.append(
+            f"sampler.steps={steps!r} must be > 0"
+            if _is_int(steps)
+            else f"sampler.steps={steps!r} must be an integer > 0"
+        )
     for key in ("width", "height"):
-        if int(s[key]) <= 0 or int(s[key]) % 8:
-            problems.append(f"sampler.{key}={s[key]} must be a positive multiple of 8")
-    if len(s.seeds) == 0:
+        size = _value(cfg, f"sampler.{key}")
+        if not _is_int(size) or size <= 0 or size % 8:
+            problems.append(f"sampler.{key}={size!r} must be a positive multiple of 8")
+    seeds = _value(cfg, "sampler.seeds")
+    if not OmegaConf.is_list(seeds) and not isinstance(seeds, list):
+        problems.append(f"sampler.seeds={seeds!r} must be a list of integers, e.g. [0, 1]")
+    elif len(seeds) == 0:
         problems.append("sampler.seeds is empty; give at least one seed, e.g. [0, 1]")
-    if int(s.batch_size) <= 0:
-        problems.append(f"sampler.batch_size={s.batch_size} must be > 0")
-    items = cfg.prompts.get("items") or []
+    elif not all(_is_int(s) and s >= 0 for s in seeds):
+        problems.append(f"sampler.seeds={list(seeds)} must be non-negative integers")
+    batch = _value(cfg, "sampler.batch_size")
+    if not _is_int(batch) or batch <= 0:
+        problems.append(f"sampler.batch_size={batch!r} must be an integer > 0")
+    scheduler = _value(cfg, "sampler.scheduler")
+    if scheduler not in SCHEDULERS:
+        problems.append(f"sampler.scheduler={scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    return problems
+
+
+def _model(cfg: DictConfig) -> list[str]:
+    problems: list[str] = []
+    pretrained = _value(cfg, "model.pretrained")
+    if not isinstance(pretrained, str) or not pretrained.strip():
+        problems.append(
+            f"model.pretrained={pretrained!r} must be a hub id or a folder saved with save_pretrained"
+        )
+    elif (
+        pretrained.startswith(("/", ".", "~"))
+        and not Path(pretrained).expanduser().is_dir()
+        and not _demo_pending(cfg, pretrained)
+    ):
+        problems.append(
+            f"model.pretrained={pretrained} is not a folder (a pipeline saved with save_pretrained)"
+        )
+    dtype = _value(cfg, "model.dtype")
+    if dtype is not None and dtype not in DTYPES:
+        problems.append(f"model.dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+    problems += _device_problems(_value(cfg, "model.device"))
+    return problems
+
+
+def _device_problems(device: object) -> list[str]:
+    import torch
+
+    if not isinstance(device, str):
+        return [f"model.device={device!r} must be auto, cpu, cuda, cuda:N or mps"]
+    kind, _, index = device.partition(":")
+    if kind in ("auto", "cpu") and not index:
+        return []
+    if kind == "cuda" and (not index or index.isdigit()):
+        if not torch.cuda.is_available():
+            return [f"model.device={device} but torch sees no CUDA GPU on this machine; use model.device=cpu"]
+        if index and int(index) >= torch.cuda.device_count():
+            return [f"model.device={device} but this machine has {torch.cuda.device_count()} CUDA device(s)"]
+        return []
+    if kind == "mps" and not index:
+        return [] if torch.backends.mps.is_available() else ["model.device=mps but MPS is not available here"]
+    return [f"model.device={device!r} must be auto, cpu, cuda, cuda:N or mps"]
+
+
+def _demo_pending(cfg: DictConfig, path: object) -> bool:
+    """`path` is inside the embedded demo, which is not built yet: the first job builds it."""
+    from bespoke_exp.demo.build import COMPLETE_MARKER
+
+    demo = Path(str(_value(cfg, "paths.demo")))
+    return (
+        bool(_value(cfg, "model.build_demo"))
+        and Path(str(path)).is_relative_to(demo)
+        and not (demo / COMPLETE_MARKER).is_file()
+    )
+
+
+def _checkpoint_files(cfg: DictConfig) -> list[str]:
+    folder, stem = _value(cfg, "checkpoint.dir"), _value(cfg, "checkpoint.stem")
+    if _demo_pending(cfg, folder):
+        return []
+    if not Path(str(folder)).is_dir():
+        return [
+            f"checkpoint.dir={folder} is not a folder; point it at the folder with {stem}-000001.safetensors"
+        ]
+    final = _value(cfg, "checkpoint.epochs")
+    if _is_int(final) and not checkpoints.available_epochs(Path(str(folder)), str(stem), final):
+        others = sorted(p.name for p in Path(str(folder)).glob("*.safetensors"))[:3]
+        hint = f" (it holds {', '.join(others)}: is checkpoint.stem right?)" if others else ""
+        return [f"checkpoint.dir={folder} has no file named {stem}*.safetensors{hint}"]
+    return []
+
+
+def _training_images(cfg: DictConfig) -> list[str]:
+    train_dir = _value(cfg, "checkpoint.train_dir")
+    if train_dir in (None, _MISSING) or _demo_pending(cfg, train_dir):
+        return []
+    folder = Path(str(train_dir))
+    if not folder.is_dir():
+        return [f"checkpoint.train_dir={train_dir} is not a folder (the training images, or null to skip)"]
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
+        return [f"checkpoint.train_dir={train_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})"]
+    return []
+
+
+def _metrics(cfg: DictConfig) -> list[str]:
+    problems: list[str] = []
+    weights = _value(cfg, "metrics.weights")
+    for key, weight in (OmegaConf.to_container(weights) if OmegaConf.is_dict(weights) else {}).items():
+        try:
+            metric_spec(key)
+        except KeyError:
+            problems.append(f"metrics.weights.{key}: no such metric (see bespoke_exp/scoring/registry.py)")
+        if not _is_number(weight) or not math.isfinite(weight) or weight < 0:
+            problems.append(f"metrics.weights.{key}={weight!r} must be a finite number >= 0")
+    problems += _palette_problems(cfg)
+    try:
+        parse_regions(OmegaConf.to_container(_value(cfg, "metrics.regions")))
+    except (ValueError, TypeError, KeyError) as error:
+        problems.append(f"metrics.regions: {error}")
+    return problems
+
+
+PALETTE_WORDS = ("auto", "prompts", "train_dir")
+
+
+def _palette_problems(cfg: DictConfig) -> list[str]:
+    palette = _value(cfg, "metrics.palette")
+    if palette in PALETTE_WORDS:
+        if palette == "train_dir" and not _value(cfg, "checkpoint.train_dir"):
+            return ["metrics.palette=train_dir but checkpoint.train_dir is null; set it or use palette=auto"]
+        return []
+    try:
+        load_palette(OmegaConf.to_container(palette) if OmegaConf.is_list(palette) else palette)
+    except (ValueError, TypeError) as error:
+        return [f"metrics.palette: {error} (or one of {', '.join(PALETTE_WORDS)})"]
+    return []
+
+
+def _prompts(cfg: DictConfig) -> list[str]:
+    problems: list[str] = []
+    items = _value(cfg, "prompts.items") or []
     if len(items) == 0:
-        problems.append(f"prompts={cfg.prompts.get('name')!r} has no items")
+        problems.append(f"prompts={_value(cfg, 'prompts.name')!r} has no items")
     ids = [item.get("id") for item in items]
     if len(set(ids)) != len(ids) or any(not i for i in ids):
         problems.append(f"prompts.items ids must be unique and non-empty, got {ids}")
     for item in items:
+        text = item.get("text")
+        if not isinstance(text, str) or not text.strip():
+            problems.append(f"prompts item {item.get('id')!r}: text is empty; write the prompt to generate")
+            continue
         try:
-            validate_prompt(str(item.get("text", "")), int(cfg.prompts.get("cells", 24)))
+            validate_prompt(text, int(_value(cfg, "prompts.cells")))
         except ValueError as error:
             problems.append(f"prompts item {item.get('id')!r}: {error}")
-    train_dir = cfg.checkpoint.get("train_dir")
-    if train_dir and not Path(str(train_dir)).is_dir():
-        problems.append(
-            f"checkpoint.train_dir={train_dir} is not a folder (the training images, or null to skip)"
-        )
-    elif train_dir and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in Path(str(train_dir)).rglob("*")):
-        problems.append(f"checkpoint.train_dir={train_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    if problems:
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+    return problems
+
+
+_CHECKS: tuple[Callable[[DictConfig], list[str]], ...] = (
+    _sweep_axes,
+    _sampler,
+    _model,
+    _checkpoint_files,
+    _training_images,
+    _metrics,
+    _prompts,
+)
+# What scoring stored images needs: no model, checkpoint or sampler.
+SCORING_CHECKS: tuple[Callable[[DictConfig], list[str]], ...] = (_training_images, _metrics, _prompts)

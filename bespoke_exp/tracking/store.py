@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sqlite3
 import tempfile
 import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory file locks; concurrent first use of a new store is unguarded
+    fcntl = None
 
 # Artifact downloads happen per image in the analysis; their progress bars are noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -30,6 +38,8 @@ TAG_PARENT = "mlflow.parentRunId"
 # On a parent run: `bespoke.reused.<job number>` = id of the earlier FINISHED run that did
 # that job's exact work, so the sweep covers it without redoing or copying it.
 TAG_REUSED_PREFIX = "bespoke.reused."
+TAG_HOST = "bespoke.host"  # the machine and process running a run, for orphan detection
+TAG_PID = "bespoke.pid"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
 
 
@@ -58,8 +68,7 @@ def default_artifact_location(uri: str) -> str | None:
     """Artifacts beside a sqlite store (`.../mlflow.db` -> `.../artifacts`); a server decides its own."""
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
-        database = Path(uri[len("sqlite:///") :])
-        return (database.parent / "artifacts").resolve().as_uri()
+        return (_sqlite_path(uri).parent / "artifacts").resolve().as_uri()
     return None
 
 
@@ -77,26 +86,78 @@ def probe_server(uri: str, timeout_s: float = 5.0) -> None:
         ) from error
 
 
+def check_sqlite_writable(uri: str, timeout_s: float = 30.0) -> None:
+    """A SQLite store that can't be written fails now, in one line: without this MLflow
+    retries for minutes (a new file in a read-only folder) or prints pages of SQL errors
+    (an existing read-only database) before it gives up."""
+    database = _sqlite_path(uri)
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(database, timeout=timeout_s, isolation_level=None)) as connection:
+            # A write inside a transaction that is rolled back: the database is left as it was.
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("CREATE TABLE bespoke_write_probe (x INTEGER)")
+            connection.execute("ROLLBACK")
+    except (OSError, sqlite3.Error) as error:
+        raise TrackingError(
+            f"cannot use MLflow tracking store tracking.uri={uri!r}: it can't be written ({error}); "
+            "point tracking.uri (or MLFLOW_TRACKING_URI) at a writable sqlite:///path/mlflow.db or a server"
+        ) from None
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri[len("sqlite:///") :])
+
+
+@contextmanager
+def _store_setup_lock(uri: str) -> Iterator[None]:
+    """One process at a time creates a new SQLite store's tables and experiments: two sweeps
+    starting together on a new store otherwise both run MLflow's schema creation and one
+    fails half-way. A server store serialises this itself."""
+    if urlparse(uri).scheme != "sqlite" or fcntl is None:
+        yield
+        return
+    with open(f"{_sqlite_path(uri)}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def connect(uri: str, experiment: str, artifact_location: str | None = None) -> Tracker:
     """Open the store and get (or create) the experiment; fails fast naming the URI."""
-    if urlparse(uri).scheme in ("http", "https"):
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
         probe_server(uri)
+    if scheme == "sqlite":
+        check_sqlite_writable(uri)
     try:
-        if urlparse(uri).scheme == "sqlite":
-            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        client = MlflowClient(tracking_uri=uri)
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            experiment_id = client.create_experiment(
-                experiment, artifact_location=artifact_location or default_artifact_location(uri)
+        with _store_setup_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            experiment_id = _experiment_id(
+                client, experiment, artifact_location or default_artifact_location(uri)
             )
-        else:
-            experiment_id = found.experiment_id
     except Exception as error:
         raise TrackingError(
             f"cannot use MLflow tracking store tracking.uri={uri!r} (experiment {experiment!r}): {error}"
         ) from error
     return Tracker(client=client, uri=uri, experiment_id=experiment_id, experiment_name=experiment)
+
+
+def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, creating it if needed; a sweep that started at the same moment
+    may create it first, which is fine."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def start_run(
@@ -107,8 +168,12 @@ def start_run(
     params: Mapping[str, str] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> str:
-    """Create a RUNNING run (nested under `parent_run_id` when given) and log its params."""
-    all_tags = dict(tags or {})
+    """Create a RUNNING run (nested under `parent_run_id` when given) and log its params.
+
+    Every run records the host and process that run it, so a run left RUNNING by a process
+    that was killed outright (SIGKILL, a lost machine) can be recognised later.
+    """
+    all_tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), **(tags or {})}
     if parent_run_id:
         all_tags[TAG_PARENT] = parent_run_id
     run = tracker.client.create_run(tracker.experiment_id, run_name=name, tags=all_tags)
@@ -219,8 +284,61 @@ def sweep_runs(tracker: Tracker, parent_run_id: str) -> tuple[list, list]:
     return child_runs(tracker, parent_run_id), [tracker.client.get_run(i) for i in dict.fromkeys(reused_ids)]
 
 
+def close_orphans(tracker: Tracker) -> list[str]:
+    """Mark KILLED the runs this machine started whose process is gone (SIGKILL, a crash the
+    process could not survive): without this they would stay RUNNING for good. Runs of other
+    machines are left alone. Returns the ids closed."""
+    host = socket.gethostname()
+    running = tracker.client.search_runs(
+        [tracker.experiment_id],
+        f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = '{host}'",
+        max_results=1000,
+    )
+    closed = []
+    for run in running:
+        pid = run.data.tags.get(TAG_PID, "")
+        if pid.isdigit() and not _process_alive(int(pid)):
+            reason = f"orphaned: process {pid} on {host} ended without closing this run"
+            set_tags(tracker, run.info.run_id, {"error": reason})
+            tracker.client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
 class SweepNotFound(LookupError):
     """No sweep (or no such sweep) in the experiment; the message says what was searched."""
+
+
+def find_sweep_experiment(uri: str, sweep: str | None = None) -> str | None:
+    """The name of the experiment holding the sweep (the newest sweep when None), searching
+    every experiment in the store; None when there is no such sweep."""
+    client = MlflowClient(tracking_uri=uri)
+    with _store_setup_lock(uri):
+        experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    if not experiments:
+        return None
+    clauses = f"tags.`{TAG_ROLE}` = 'sweep'" + (f" and tags.`{TAG_SWEEP_ID}` = '{sweep}'" if sweep else "")
+    found = client.search_runs(
+        list(experiments), clauses, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not found and sweep:
+        try:
+            found = [client.get_run(sweep)]
+        except Exception:  # not a run id either
+            return None
+    return experiments.get(found[0].info.experiment_id) if found else None
 
 
 def find_sweep(tracker: Tracker, sweep: str | None = None):
@@ -242,6 +360,20 @@ def find_sweep(tracker: Tracker, sweep: str | None = None):
         f"no {what} in experiment {tracker.experiment_name!r} at {tracker.uri}; "
         "run one with `python -m bespoke_exp -m epoch=1,2,...,10 guidance=5,7.5,10`"
     )
+
+
+def recent_sweeps(tracker: Tracker, max_results: int = 50) -> list:
+    """The experiment's sweep parent runs, newest first."""
+    return _newest_with_tags(tracker, {TAG_ROLE: "sweep"}, max_results=max_results)
+
+
+def list_artifacts(tracker: Tracker, run_id: str, folder: str) -> list[str]:
+    """Paths of the files directly in a run's artifact `folder`."""
+    return [a.path for a in tracker.client.list_artifacts(run_id, folder) if not a.is_dir]
+
+
+def model_version_tags(tracker: Tracker, name: str, version: str) -> dict[str, str]:
+    return dict(tracker.client.get_model_version(name, version).tags)
 
 
 def load_table(tracker: Tracker, run_id: str, artifact_file: str) -> list[dict]:
@@ -286,3 +418,66 @@ def alias_holder(tracker: Tracker, name: str, alias: str) -> tuple[str, dict[str
 
 def set_alias(tracker: Tracker, name: str, alias: str, version: str) -> None:
     tracker.client.set_registered_model_alias(name, alias, version)
+
+
+# --- Step-wise histories, step images and replaceable tables (the sweep's dashboard) ---------------
+# MLflow can't delete metric points or images, so re-logging a sweep's dashboard (`rank --log`)
+# must write only what is not there yet: these writers skip every (key, step) already present.
+
+
+def run_ui_url(tracker: Tracker, run_id: str, port: int = 5000, tab: str = "model-metrics") -> str:
+    """A run's page in `mlflow ui`; the "model-metrics" tab draws its metric histories and step images
+    (route `/experiments/:experimentId/runs/:runUuid/:tab` in the 3.17 UI)."""
+    return f"http://127.0.0.1:{port}/#/experiments/{tracker.experiment_id}/runs/{run_id}/{tab}"
+
+
+def metric_steps(tracker: Tracker, run_id: str, key: str) -> set[int]:
+    """The steps of `key` already logged on the run (empty when it has none)."""
+    return {m.step for m in tracker.client.get_metric_history(run_id, key)}
+
+
+def log_new_metric_steps(tracker: Tracker, run_id: str, histories: Mapping[str, Mapping[int, float]]) -> int:
+    """Log `key -> {step: value}` histories, leaving out every (key, step) the run already has, in
+    batches; returns the number of points written."""
+    now = int(time.time() * 1000)
+    items = []
+    for key, points in histories.items():
+        done = metric_steps(tracker, run_id, key)
+        items += [Metric(key, float(v), now, int(s)) for s, v in sorted(points.items()) if int(s) not in done]
+    for start in range(0, len(items), 1000):
+        tracker.client.log_batch(run_id, metrics=items[start : start + 1000])
+    return len(items)
+
+
+def logged_image_steps(tracker: Tracker, run_id: str) -> set[tuple[str, int]]:
+    """(key, step) of every step image on the run. MLflow 3.17 stores one as
+    `images/<key, '/' as '~'>+step+<step>+timestamp+<ms>+<uuid>.png` (plus a `+compressed.webp`)."""
+    found = set()
+    for path in list_artifacts(tracker, run_id, "images"):
+        name = path.rsplit("/", 1)[-1]
+        parts = name.split("+")
+        if len(parts) >= 4 and parts[1] == "step" and parts[2].lstrip("-").isdigit():
+            found.add((parts[0].replace("~", "/"), int(parts[2])))
+    return found
+
+
+def log_step_image(tracker: Tracker, run_id: str, image, key: str, step: int) -> None:
+    """One frame of the UI's image card for `key`: its slider moves through the steps."""
+    tracker.client.log_image(run_id, image, key=key, step=int(step))
+
+
+def replace_table(tracker: Tracker, run_id: str, rows: list[dict], artifact_file: str) -> None:
+    """Like `log_table`, but a second call replaces the table instead of appending to it (MLflow's
+    `log_table` appends to an existing file): the file is rewritten in the same JSON form."""
+    folder, _, name = artifact_file.rpartition("/")
+    if name not in {p.rsplit("/", 1)[-1] for p in list_artifacts(tracker, run_id, folder or None)}:
+        log_table(tracker, run_id, rows, artifact_file)
+        return
+    import pandas as pd  # what MLflow writes tables with; only needed on this path
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    table = pd.DataFrame({c: [row.get(c) for row in rows] for c in columns})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        table.to_json(path, orient="split", index=False, date_format="iso")
+        tracker.client.log_artifact(run_id, str(path), folder or None)

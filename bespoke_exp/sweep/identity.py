@@ -1,0 +1,73 @@
+"""A job's two identities, so work is redone only when its inputs changed.
+
+- Generation: what decides the pixels: the config less where things are stored, how runs
+  are tracked, analysed and scored; the checkpoint's sha256; the device kind; and the
+  versions of the libraries that compute the pixels. Equal generation identity: the
+  images can be reused.
+- Scoring: what decides the scores: the metric settings, the prompts (their checks), the
+  reference palette and training set actually used, and a hash of the scoring code itself
+  (scoring/ and pixelart/), so a fix to a metric invalidates old scores automatically.
+  Equal scoring identity too: the whole job can be reused.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from bespoke_exp.config import FINGERPRINT_EXCLUDES, job_fingerprint
+
+PACKAGE = Path(__file__).resolve().parents[1]
+SCORING_CODE = ("scoring", "pixelart")  # the packages whose source decides a score
+PIXEL_LIBRARIES = ("torch", "diffusers", "transformers", "peft")
+TAG_GENERATION = "generation_fingerprint"
+TAG_SCORING = "scoring_identity"
+
+
+def _digest(data: object) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def generation_fingerprint(cfg: DictConfig, device_kind: str) -> str:
+    """Hash of everything but the checkpoint file that decides a job's images."""
+    config_part = job_fingerprint(cfg, exclude=(*FINGERPRINT_EXCLUDES, "metrics", "checkpoint.train_dir"))
+    versions = {name: _version(name) for name in PIXEL_LIBRARIES}
+    return _digest({"config": config_part, "device": device_kind, "libraries": versions})
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+@functools.lru_cache(maxsize=1)
+def scoring_code_hash() -> str:
+    """Hash of the scoring code's source: any change to it changes every scoring identity."""
+    digest = hashlib.sha256()
+    for package in SCORING_CODE:
+        for path in sorted((PACKAGE / package).rglob("*.py")):
+            digest.update(path.relative_to(PACKAGE).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def scoring_identity(cfg: DictConfig, palette: np.ndarray, training: np.ndarray | None) -> str:
+    """Hash of what decides a job's scores, given the palette and training grids it uses."""
+    return _digest(
+        {
+            "metrics": OmegaConf.to_container(cfg.metrics, resolve=True),
+            "prompts": OmegaConf.to_container(cfg.prompts, resolve=True),
+            "palette": hashlib.sha256(np.ascontiguousarray(palette).tobytes()).hexdigest(),
+            "training": None if training is None else hashlib.sha256(training.tobytes()).hexdigest(),
+            "code": scoring_code_hash(),
+        }
+    )

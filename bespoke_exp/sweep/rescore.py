@@ -1,0 +1,119 @@
+"""Score a finished sweep again from its stored images, with the current scoring code and
+any metric settings changed on the command line: no pipeline, no generation.
+
+The new scores go to a new parent run with new child runs (one per job, tagged
+`images_from` the run whose images they score), so the MLflow UI never shows old and new
+scores as one series; then the new sweep is ranked and reported like any other.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from bespoke_exp import analysis, tracking
+from bespoke_exp.config import ConfigError, compose_config, flatten
+from bespoke_exp.generate.image_store import image_file_name
+from bespoke_exp.sweep.callback import sweep_params
+from bespoke_exp.sweep.context import new_sweep_id
+from bespoke_exp.sweep.identity import TAG_GENERATION, TAG_SCORING
+from bespoke_exp.sweep.job_scores import Scorer, make_scorer, score_images
+from bespoke_exp.sweep.resume import finished_images
+from bespoke_exp.sweep.validate import SCORING_CHECKS, config_problems
+
+
+def rescore(
+    sweep: str | None = None,
+    overrides: list[str] = (),
+    *,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    register: bool = True,
+    out_dir: Path | None = None,
+) -> tuple[analysis.Sweep, analysis.recommendation.Recommendation]:
+    """Rescore `sweep` (default: the newest with a finished job); returns the new sweep and
+    its recommendation."""
+    old = analysis.load_sweep(sweep, tracking_uri=tracking_uri, experiment=experiment)
+    parent = tracking.get_run(old.tracker, old.parent_run_id)
+    recorded = parent.data.params.get("sweep.overrides", "").split()
+    cfg = compose_config([*_fixed(recorded), *overrides])
+    problems = config_problems(cfg, SCORING_CHECKS)
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+    scorer = make_scorer(cfg)
+    sweep_id = new_sweep_id()
+    new_parent = tracking.start_run(
+        old.tracker,
+        f"rescore {sweep_id} of sweep {old.sweep_id}",
+        params=sweep_params(cfg, [*recorded, *overrides], len(old.runs)),
+        tags={tracking.TAG_SWEEP_ID: sweep_id, tracking.TAG_ROLE: "sweep", "rescored_from": old.sweep_id},
+    )
+    try:
+        for run_id in old.runs["run_id"]:
+            _rescore_job(
+                old.tracker, tracking.get_run(old.tracker, run_id), new_parent, sweep_id, cfg, scorer
+            )
+        new = analysis.load_sweep(
+            new_parent, tracking_uri=old.tracker.uri, experiment=old.tracker.experiment_name
+        )
+        model = cfg.tracking.get("registered_model") if register else None
+        rec = analysis.report_sweep(
+            new, registered_model=model, out_dir=out_dir, **analysis.options_from(cfg.analysis)
+        )
+    except BaseException as error:
+        tracking.fail_run(old.tracker, new_parent, error)
+        raise
+    tracking.finish_run(old.tracker, new_parent)
+    return new, rec
+
+
+def _fixed(overrides: list[str]) -> list[str]:
+    """The overrides every job shared: sweeps (epoch=1,2,3) are left out, scoring needs none."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.input_line for o in parsed if not o.is_sweep_override()]
+
+
+def _rescore_job(
+    tracker: tracking.Tracker, run, parent_run_id: str, sweep_id: str, cfg, scorer: Scorer
+) -> str:
+    rows = tracking.load_table(tracker, run.info.run_id, "metrics/per_image.json")
+    keys = [(str(row["prompt_id"]), int(row["seed"])) for row in rows]
+    names = {key: image_file_name(*key) for key in keys}
+    loaded = finished_images(tracker, run.info.run_id, list(names.values()))
+    images = {key: loaded[name] for key, name in names.items()}
+    scores = score_images(cfg, images, scorer)
+    kept = {k: v for k, v in run.data.params.items() if not k.startswith("metrics.")}
+    tags = {
+        k: run.data.tags[k]
+        for k in ("epoch", "guidance", "checkpoint_sha256", TAG_GENERATION)
+        if k in run.data.tags
+    }
+    child = tracking.start_run(
+        tracker,
+        run.info.run_name,
+        parent_run_id=parent_run_id,
+        params={**kept, **flatten(OmegaConf.to_container(cfg.metrics, resolve=True), "metrics.")},
+        tags={
+            **tags,
+            tracking.TAG_ROLE: "job",
+            tracking.TAG_SWEEP_ID: sweep_id,
+            TAG_SCORING: scorer.identity,
+            "images_from": run.data.tags.get("images_from", run.info.run_id),
+        },
+    )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for key, image in images.items():
+                image.save(Path(tmp) / names[key])
+            tracking.log_artifacts(tracker, child, Path(tmp), "images")
+        tracking.log_table(tracker, child, scores.rows, "metrics/per_image.json")
+        tracking.log_table(tracker, child, scores.checks, "metrics/checks.json")
+        tracking.log_metrics(tracker, child, scores.aggregates)
+    except BaseException as error:
+        tracking.fail_run(tracker, child, error)
+        raise
+    tracking.finish_run(tracker, child)
+    return child

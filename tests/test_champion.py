@@ -1,0 +1,101 @@
+"""The @champion alias moves only between comparable versions (same prompt set, scoring
+identity and ranked metric, read from the registry tags), in the ranked metric's direction."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import pandas as pd
+import pytest
+
+from bespoke_exp import analysis, tracking
+from bespoke_exp.analysis.champion import champion_decision, move_alias_if_better
+from bespoke_exp.generate.checkpoints import file_sha256
+
+
+@pytest.fixture()
+def tracker(tracking_uri):
+    return tracking.connect(tracking_uri, "champion")
+
+
+def _registrar(tracker, tmp_path, name="punks"):
+    lora = tmp_path / "lora.safetensors"
+    lora.write_bytes(b"weights")
+    run = tracking.start_run(tracker, "sweep")
+    tracking.log_artifact(tracker, run, lora, "champion")
+
+    def register(score: float, **identity: str) -> bool:
+        tags = {"score": f"{score:.6f}", **identity}
+        version = tracking.register_model_version(
+            tracker, name, run_id=run, artifact_path="champion", tags=tags
+        )
+        return move_alias_if_better(tracker, name, version, score)
+
+    return register
+
+
+def _holder(tracker, name="punks") -> str:
+    return str(tracker.client.get_model_version_by_alias(name, "champion").version)
+
+
+def test_the_alias_stays_when_prompts_scoring_or_metric_differ(tracker, tmp_path, capsys):
+    register = _registrar(tracker, tmp_path)
+    same = {"prompt_set": "p-abc", "scoring_identity": "s-1", "ranked_metric": "score"}
+    assert register(0.5, **same)
+    assert not register(0.9, **{**same, "prompt_set": "p-xyz"})  # easier prompts, higher score
+    assert "prompt_set 'p-abc' there, 'p-xyz' here" in capsys.readouterr().out
+    assert not register(0.9, **{**same, "scoring_identity": "s-2"})
+    assert not register(0.9, **{k: v for k, v in same.items() if k != "scoring_identity"})  # unknown
+    assert _holder(tracker) == "1"
+    assert register(0.6, **same) and _holder(tracker) == "5"
+    assert len(tracker.client.search_model_versions("name = 'punks'")) == 5  # every version kept
+
+
+def test_a_lower_is_better_metric_moves_the_alias_to_the_lower_score(tracker, tmp_path):
+    register = _registrar(tracker, tmp_path)
+    width = {"ranked_metric": "grid/aa_width"}  # lower is better in the metrics registry
+    assert register(3.0, **width)
+    assert not register(4.0, **width)
+    assert register(2.0, **width) and _holder(tracker) == "3"
+
+
+def test_decision_reasons() -> None:
+    tags = {"ranked_metric": "score"}
+    assert champion_decision(None, tags, 0.1) == (True, "no version held the alias")
+    moved, why = champion_decision(("7", {"ranked_metric": "score", "score": "0.8"}), tags, 0.7)
+    assert not moved and "version 7" in why and "0.8000" in why
+    moved, why = champion_decision(("7", {"ranked_metric": "no/such"}), {"ranked_metric": "no/such"}, 1.0)
+    assert not moved and "direction is unknown" in why
+    moved, why = champion_decision(("7", {"ranked_metric": "grid/r2", "score": "0.5"}), tags, 0.9)
+    assert not moved and "ranked_metric 'grid/r2' there, 'score' here" in why
+
+
+def _sweep(tracker, lora, score: float, **identity):
+    """A one-job Sweep whose checkpoint is `lora`, plus whatever identity attributes it records."""
+    parent = tracking.start_run(tracker, "sweep", tags={tracking.TAG_ROLE: "sweep"})
+    job = tracking.start_run(tracker, "epoch=01 guidance=5", parent_run_id=parent)
+    job_row = {"run_id": job, "epoch": 1, "guidance": 5.0, "checkpoint": str(lora)}
+    images = pd.DataFrame(
+        [{**job_row, "prompt_id": "p", "split": "", "seed": s, "score": score} for s in (0, 1)]
+    )
+    runs = pd.DataFrame([{**job_row, "checkpoint_sha256": file_sha256(lora)}])
+    sweep = analysis.Sweep(tracker, parent, "s-3", runs, images, 10, 24, None, [1], [5.0])
+    # Works before and after Sweep gains prompt_set / scoring_identity fields.
+    sweep = types.SimpleNamespace(**{f.name: getattr(sweep, f.name) for f in dataclasses.fields(sweep)})
+    for key, value in identity.items():
+        setattr(sweep, key, value)
+    return sweep, analysis.recommend(sweep, n_boot=50)
+
+
+def test_register_champion_records_comparability_and_respects_it(tracker, tmp_path, capsys):
+    lora = tmp_path / "lora.safetensors"
+    lora.write_bytes(b"evaluated weights")
+    sweep, rec = _sweep(tracker, lora, 0.6, prompt_set="p-abc", scoring_identity="s-1")
+    assert analysis.register_champion(sweep, rec, "punks") == "1"
+    tags = tracker.client.get_model_version("punks", "1").tags
+    assert (tags["prompt_set"], tags["scoring_identity"], tags["ranked_metric"]) == ("p-abc", "s-1", "score")
+    sweep, rec = _sweep(tracker, lora, 0.9, prompt_set="p-new", scoring_identity="s-1")
+    assert analysis.register_champion(sweep, rec, "punks") == "2"
+    assert "registered without alias @champion" in capsys.readouterr().out
+    assert _holder(tracker) == "1"

@@ -1,0 +1,389 @@
+"""Bad values refused before any work, no run left RUNNING, sweeps kept apart: the faults of
+issue 10, each reproduced against the real CLI, Hydra, MLflow store and pipeline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
+from PIL import Image
+from safetensors.torch import save_file
+
+from bespoke_exp import tracking
+from bespoke_exp.config import CONF_DIR, ConfigError, compose_config
+from bespoke_exp.demo.punks import PunkSpec, render
+from bespoke_exp.generate.checkpoints import CheckpointError, describe_checkpoint
+from bespoke_exp.generate.pipeline import LoraLoadError, load_pipeline, lora_applied
+from bespoke_exp.pixelart.blank import blank_reason
+from bespoke_exp.sweep.callback import sweep_problems
+from bespoke_exp.sweep.context import expand_jobs
+from bespoke_exp.sweep.job import run_job
+from bespoke_exp.sweep.validate import config_problems
+
+STEM = "Bespoke_Punks_24x24_Pixel_Art"
+
+
+def _uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+def _command(tmp_path: Path, demo_dir: Path, *overrides: str, multirun: bool = True) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "bespoke_exp",
+        *(["-m"] if multirun else []),
+        f"paths.demo={demo_dir}",
+        f"paths.root={tmp_path}",
+        f"tracking.uri={_uri(tmp_path)}",
+        "tracking.experiment=faults",
+        "sampler.steps=2",
+        "sampler.seeds=[0]",
+        "sampler.width=128",
+        "sampler.height=128",
+        *overrides,
+    ]
+
+
+def _runs(tmp_path: Path) -> tuple[list, list]:
+    tracker = tracking.connect(_uri(tmp_path), "faults")  # takes the store's setup lock, as sweeps do
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("bespoke.role") == "sweep"]
+    return parents, [r for r in runs if r.data.tags.get("bespoke.role") == "job"]
+
+
+def _run(command: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+# --- 1. non-finite numbers and blank images ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("guidance=nan", "guidance=nan must be a finite number"),
+        ("guidance=inf", "guidance=inf must be a finite number"),
+        ("checkpoint.lora_scale=nan", "checkpoint.lora_scale=nan must be a finite number"),
+        ("guidance=abc", "guidance='abc' must be a number"),
+        ("guidance=[1,2]", "guidance=[1, 2] must be a number"),
+        ("sampler.steps=abc", "sampler.steps='abc' must be an integer > 0"),
+        ("epoch=11", "epoch=11 is outside 1..10 (checkpoint.epochs=10)"),
+        ("sampler.scheduler=dpm_fast", "sampler.scheduler='dpm_fast' is not one of euler"),
+        ("model.dtype=float8", "model.dtype='float8' is not one of auto, float32"),
+        ("+metrics.weights.nope=0.5", "metrics.weights.nope: no such metric"),
+        (
+            "metrics.palette=[notacolour]",
+            "metrics.palette: palette entry: colour 'notacolour' is not a colour name",
+        ),
+        ("model.pretrained=/no/such/model", "model.pretrained=/no/such/model is not a folder"),
+        ("model=local_sdxl", "model.pretrained is not set (???)"),
+    ],
+)
+def test_each_bad_value_is_named_with_what_is_allowed(override: str, message: str) -> None:
+    problems = config_problems(compose_config([override]))
+    assert any(message in p for p in problems), problems
+
+
+def test_a_cuda_device_on_a_machine_without_one_is_refused() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: model.device=cuda is valid here")
+    problems = config_problems(compose_config(["model.device=cuda"]))
+    assert problems == ["model.device=cuda but torch sees no CUDA GPU on this machine; use model.device=cpu"]
+
+
+def test_an_empty_prompt_text_is_refused(demo_dir) -> None:
+    cfg = compose_config([f"paths.demo={demo_dir}"])
+    with open_dict(cfg):
+        cfg.prompts["items"][0]["text"] = "  "
+    assert "prompts item 'basic': text is empty; write the prompt to generate" in config_problems(cfg)
+
+
+def test_every_swept_value_is_checked_before_the_sweep_starts() -> None:
+    overrides = ["epoch=1,11,abc", "guidance=-1,7.5"]
+    jobs = expand_jobs(overrides)
+    assert len(jobs) == 6
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        config = compose("config", return_hydra_config=True)  # as Hydra composes a multirun
+        problems = sweep_problems(config, jobs)
+    assert problems == [
+        "guidance=-1 must be >= 0",
+        "epoch=11 is outside 1..10 (checkpoint.epochs=10)",
+        "epoch='abc' must be an integer (sweep with epoch=1,2,...,10)",
+    ]
+
+
+def test_a_blank_render_is_no_picture_but_a_flat_portrait_background_with_features_is() -> None:
+    assert "all black" in blank_reason(Image.new("RGB", (64, 64)))
+    assert "one flat colour (#ff8000)" in blank_reason(Image.new("RGB", (64, 64), (255, 128, 0)))
+    rounding = np.full((64, 64, 3), 128, np.uint8) + np.random.default_rng(0).integers(
+        0, 2, (64, 64, 3), np.uint8
+    )
+    assert blank_reason(rounding) is not None  # a one-level wobble is still no picture
+    portrait = Image.fromarray(render(PunkSpec())).resize((240, 240), Image.NEAREST)
+    assert blank_reason(portrait) is None
+
+
+def test_a_diverging_generation_fails_its_run_and_is_never_scored(small_cfg, tmp_path) -> None:
+    small_cfg.checkpoint.lora_scale = 1e30  # finite, so it passes validation; the UNet overflows to NaN
+    with pytest.raises(Exception, match="is all black: the generation diverged"):
+        run_job(small_cfg, output_dir=tmp_path)
+    runs = MlflowClient(small_cfg.tracking.uri).search_runs(
+        [MlflowClient(small_cfg.tracking.uri).get_experiment_by_name("tests").experiment_id]
+    )
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "score" not in runs[0].data.metrics and "generation diverged" in runs[0].data.tags["error"]
+
+
+@pytest.mark.slow
+def test_a_non_finite_sweep_value_stops_the_sweep_before_any_run(tmp_path, demo_dir) -> None:
+    done = _run(_command(tmp_path, demo_dir, "epoch=1,2", "guidance=7.5", "checkpoint.lora_scale=nan"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "checkpoint.lora_scale=nan must be a finite number" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _runs(tmp_path) == ([], [])
+
+
+# --- 2. concurrent sweeps -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_on_a_new_experiment_stay_apart(tmp_path, demo_dir) -> None:
+    first = subprocess.Popen(
+        _command(tmp_path, demo_dir, "epoch=1,2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    second = subprocess.Popen(
+        _command(tmp_path, demo_dir, "epoch=3,4"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    outputs = [p.communicate(timeout=600) for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], [err[-2000:] for _, err in outputs]
+    parents, children = _runs(tmp_path)
+    assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+    epochs_by_parent = {
+        p.info.run_id: sorted(
+            c.data.tags["epoch"] for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id
+        )
+        for p in parents
+    }
+    assert sorted(epochs_by_parent.values()) == [["1", "2"], ["3", "4"]]
+    folders = {p.data.tags["sweep_dir"] for p in parents}
+    assert len(folders) == 2 and all(Path(f, "sweep.json").is_file() for f in folders)
+
+
+# --- 3. config errors found at once, in sweep and single-run mode ------------------------
+
+
+@pytest.mark.slow
+def test_bad_values_in_a_sweep_are_listed_one_per_line_before_any_work(tmp_path, demo_dir) -> None:
+    done = _run(_command(tmp_path, demo_dir, "epoch=1,11", "guidance=-1,7.5", "+metrics.weights.nope=0.5"))
+    assert done.returncode == 2
+    for line in (
+        "epoch=11 is outside 1..10",
+        "guidance=-1 must be >= 0",
+        "metrics.weights.nope: no such metric",
+    ):
+        assert line in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _runs(tmp_path) == ([], [])
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_bad_value_in_a_single_run_is_one_line_and_exit_code_2(tmp_path, demo_dir) -> None:
+    done = _run(_command(tmp_path, demo_dir, "guidance=abc", multirun=False))
+    assert done.returncode == 2
+    assert "guidance='abc' must be a number" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
+
+
+# --- 4. no parent run left RUNNING ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_unwritable_sweep_folder_stops_the_sweep_before_any_run(tmp_path, demo_dir) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    done = _run(_command(tmp_path, demo_dir, "epoch=1", f"hydra.sweep.dir={blocker}/sweep"))
+    assert done.returncode == 2
+    assert f"cannot create the sweep folder hydra.sweep.dir={blocker}/sweep" in done.stderr
+    assert _runs(tmp_path) == ([], [])
+
+
+@pytest.mark.slow
+def test_a_kill_during_the_end_of_sweep_analysis_leaves_the_parent_killed(tmp_path, demo_dir) -> None:
+    # A large bootstrap keeps the analysis busy for seconds; the parent's `sweep/jobs_finished`
+    # metric is logged just before the analysis starts.
+    process = subprocess.Popen(
+        _command(tmp_path, demo_dir, "epoch=1,2", "analysis.n_boot=500000"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        parents, _ = _runs(tmp_path)
+        if parents and "sweep/jobs_finished" in parents[0].data.metrics:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    parents, _ = _runs(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert "interrupted" in err
+
+
+@pytest.mark.slow
+def test_runs_left_running_by_a_killed_process_are_closed_by_the_next_sweep(tmp_path, demo_dir) -> None:
+    process = subprocess.Popen(
+        _command(tmp_path, demo_dir, "epoch=1,2,3,4"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        parents, children = _runs(tmp_path)
+        if any(c.info.status == "RUNNING" for c in children):
+            break
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # no handler runs: the runs stay RUNNING
+    process.wait()
+    parents, children = _runs(tmp_path)
+    orphans = {r.info.run_id for r in parents + children if r.info.status == "RUNNING"}
+    assert orphans
+
+    done = _run(_command(tmp_path, demo_dir, "epoch=1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(_uri(tmp_path))
+    for run_id in orphans:
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert f"orphaned: process {process.pid}" in run.data.tags["error"]
+
+
+# --- 5. a tracking store that can't be written ------------------------------------------
+
+
+@contextmanager
+def _tmpfs(size: str) -> Iterator[Path]:
+    """A small real filesystem of its own (read-only or full on demand), or a skip saying why."""
+    folder = Path(tempfile.mkdtemp(prefix="bespoke-tmpfs-"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        folder.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root with CAP_SYS_ADMIN")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+        folder.rmdir()
+
+
+def _read_only(folder: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_read_only_store_fails_in_seconds_with_one_line(existing: bool) -> None:
+    with _tmpfs("1m") as folder:
+        database = folder / "mlflow.db"
+        if existing:
+            # A real store, made by a process that then exits (an open database keeps the mount busy).
+            code = f"from bespoke_exp import tracking; tracking.connect('sqlite:///{database}', 'x')"
+            subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        _read_only(folder)
+        started = time.monotonic()
+        with pytest.raises(tracking.TrackingError) as error:
+            tracking.connect(f"sqlite:///{database}", "x")
+        elapsed = time.monotonic() - started
+    assert elapsed < 10, elapsed
+    message = str(error.value)
+    assert message.startswith(
+        f"cannot use MLflow tracking store tracking.uri='sqlite:///{database}': it can't be written"
+    )
+    assert "\n" not in message
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_the_jobs_and_the_parent_is_closed_with_the_reason(tmp_path, demo_dir) -> None:
+    with _tmpfs("96k") as folder:  # room for sweep.json and a few images, not for a job's sheet
+        done = _run(_command(tmp_path, demo_dir, "epoch=1,2", f"hydra.sweep.dir={folder}/sweep"))
+    assert done.returncode == 1, done.stderr[-3000:]
+    parents, children = _runs(tmp_path)
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert [c.info.status for c in children] == ["FAILED", "FAILED"]
+    assert all("No space left on device" in c.data.tags["error"] for c in children)
+    assert "2 of 2 jobs failed" in done.stderr
+
+
+# --- 6. files that are not what they claim, a model that can't load ----------------------
+
+
+def test_a_safetensors_file_without_lora_weights_is_named(tmp_path) -> None:
+    path = tmp_path / f"{STEM}-000001.safetensors"
+    save_file({"model.diffusion_model.conv_in.weight": torch.randn(4, 4)}, path)
+    with pytest.raises(CheckpointError, match=f"{path} holds no LoRA weights .*it is not a LoRA file"):
+        describe_checkpoint(path, 1)
+
+
+def test_a_lora_that_does_not_fit_the_base_model_is_named_with_its_file(demo_dir, tmp_path) -> None:
+    path = tmp_path / "wrong_shapes.safetensors"
+    key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+    save_file(
+        {
+            f"{key}.lora_down.weight": torch.randn(4, 7),
+            f"{key}.lora_up.weight": torch.randn(5, 4),
+            f"{key}.alpha": torch.tensor(4.0),
+        },
+        path,
+    )
+    pipe = load_pipeline(str(demo_dir / "pipeline"), device="cpu", dtype="float32")
+    with pytest.raises(LoraLoadError, match=f"{path} could not be applied to the base model"):
+        with lora_applied(pipe, path):
+            pass
+    assert not pipe.get_list_adapters()  # nothing half-applied is left on the cached pipeline
+
+
+@pytest.mark.slow
+def test_a_base_model_that_cannot_load_stops_the_sweep_once(tmp_path, demo_dir) -> None:
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    done = _run(
+        _command(tmp_path, demo_dir, "epoch=1,2,3", f"model.pretrained={broken}", "model.build_demo=false")
+    )
+    assert done.returncode == 1
+    assert done.stderr.count(f"model.pretrained='{broken}' could not be loaded") == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    parents, children = _runs(tmp_path)
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert [c.info.status for c in children] == ["FAILED"]  # the first job; the others never started
+
+
+def test_config_errors_raise_one_config_error_listing_every_problem(small_cfg, tmp_path) -> None:
+    small_cfg.sampler.guidance = float("nan")
+    small_cfg.sampler.steps = 0
+    with pytest.raises(ConfigError) as error:
+        run_job(small_cfg, output_dir=tmp_path)
+    assert str(error.value).splitlines()[1:] == [
+        "  - guidance=nan must be a finite number",
+        "  - sampler.steps=0 must be > 0",
+    ]
+    assert not tracking.connect(small_cfg.tracking.uri, "tests").client.search_runs(
+        [tracking.connect(small_cfg.tracking.uri, "tests").experiment_id]
+    )
