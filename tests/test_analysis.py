@@ -59,7 +59,18 @@ def _one_job_sweep(tracker, lora, sha):
         [{**job_row, "prompt_id": "p", "split": "", "seed": s, "score": 0.6} for s in (0, 1)]
     )
     runs = pd.DataFrame([{**job_row, "checkpoint_sha256": sha}])
-    sweep = analysis.Sweep(tracker, parent, "s-2", runs, images, 10, 24, None, [1], [5.0])
+    sweep = analysis.Sweep(
+        tracker,
+        parent,
+        "s-2",
+        runs,
+        images,
+        final_epoch=10,
+        epochs=[1],
+        guidances=[5.0],
+        cells=24,
+        sweep_dir=None,
+    )
     return sweep, analysis.recommend(sweep, n_boot=50)
 
 
@@ -73,3 +84,24 @@ def test_the_champion_is_the_evaluated_file_or_nothing(tracker, tmp_path, capsys
     assert analysis.register_champion(sweep, rec, "punks") is None
     assert "changed since run" in capsys.readouterr().out
     assert [str(v.version) for v in tracker.client.search_model_versions("name = 'punks'")] == ["1"]
+
+
+def test_the_latest_sweep_without_a_finished_job_is_skipped_and_named(tracker, tracking_uri, capsys):
+    older = tracking.start_run(
+        tracker, "sweep", tags={tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP_ID: "s-old"}
+    )
+    job = tracking.start_run(
+        tracker, "epoch=01 guidance=5", parent_run_id=older, tags={"epoch": "1", "guidance": "5"}
+    )
+    tracking.log_table(tracker, job, [{"prompt_id": "p", "seed": 0, "score": 0.4}], "metrics/per_image.json")
+    tracking.finish_run(tracker, job)
+    newer = tracking.start_run(
+        tracker, "sweep", tags={tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP_ID: "s-new"}
+    )
+    tracking.fail_run(
+        tracker, tracking.start_run(tracker, "epoch=02", parent_run_id=newer), RuntimeError("oom")
+    )
+
+    sweep = analysis.load_sweep(tracking_uri=tracking_uri, experiment="analysis")
+    assert sweep.sweep_id == "s-old"
+    assert f"skipped sweep s-new (parent run {newer}) has no FINISHED job runs" in capsys.readouterr().err

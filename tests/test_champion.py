@@ -80,7 +80,18 @@ def _sweep(tracker, lora, score: float, **identity):
         [{**job_row, "prompt_id": "p", "split": "", "seed": s, "score": score} for s in (0, 1)]
     )
     runs = pd.DataFrame([{**job_row, "checkpoint_sha256": file_sha256(lora)}])
-    sweep = analysis.Sweep(tracker, parent, "s-3", runs, images, 10, 24, None, [1], [5.0])
+    sweep = analysis.Sweep(
+        tracker,
+        parent,
+        "s-3",
+        runs,
+        images,
+        final_epoch=10,
+        epochs=[1],
+        guidances=[5.0],
+        cells=24,
+        sweep_dir=None,
+    )
     # Works before and after Sweep gains prompt_set / scoring_identity fields.
     sweep = types.SimpleNamespace(**{f.name: getattr(sweep, f.name) for f in dataclasses.fields(sweep)})
     for key, value in identity.items():

@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from bespoke_exp import tracking
-from bespoke_exp.analysis import figures
+from bespoke_exp.analysis import dashboard, figures
 from bespoke_exp.analysis.champion import register_champion
 from bespoke_exp.analysis.load import Sweep
 from bespoke_exp.analysis.recommendation import Recommendation, recommend
@@ -22,8 +22,10 @@ from bespoke_exp.generate.image_store import image_file_name
 REPORT_DIR = "report"  # in the sweep folder and in the parent run's artifacts
 
 
-def write_report(sweep: Sweep, rec: Recommendation, out_dir: Path) -> list[Path]:
-    """recommendation.{json,md}, ranking.csv, the score figures and the comparison sheets."""
+def write_report(sweep: Sweep, rec: Recommendation, out_dir: Path, images: dict | None = None) -> list[Path]:
+    """recommendation.{json,md}, ranking.csv, the score figures and the comparison sheets.
+    `images`: ((epoch, guidance), prompt_id, seed) -> picture holding at least `report_rows`
+    (downloaded here when None)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     (out_dir / "recommendation.json").write_text(json.dumps(rec.to_dict(), indent=2))
@@ -57,8 +59,9 @@ def write_report(sweep: Sweep, rec: Recommendation, out_dir: Path) -> list[Path]
             table["epoch"], table["guidance"], table["prompt_id"], table["seed"], table[rec.metric]
         )
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        images = _download_images(sweep, Path(tmp), seeds[0], best)
+    if images is None:
+        images = _download_images(sweep, report_rows(sweep, rec))
+    images = {key: images[key] for key in _keys(report_rows(sweep, rec))}  # what the sheets show
     for prompt_id in prompt_ids:
         in_sheet = [key for key in images if key[1] == prompt_id and key[2] == seeds[0]]
         sheet = comparison_sheet(
@@ -91,20 +94,32 @@ def _save(image: Image.Image, path: Path) -> Path:
     return path
 
 
-def _download_images(sweep: Sweep, tmp: Path, seed: int, best: tuple[int, float]) -> dict:
-    """(combination, prompt_id, seed) -> image: one seed for every combination, every seed for the best."""
-    wanted = sweep.images[
-        (sweep.images["seed"] == seed)
-        | ((sweep.images["epoch"] == best[0]) & (sweep.images["guidance"] == best[1]))
+def report_rows(sweep: Sweep, rec: Recommendation) -> pd.DataFrame:
+    """The images the sheets show: the first seed for every combination, every seed for the best."""
+    images, best = sweep.images, rec.best
+    seed = images["seed"].min()
+    at_best = (images["epoch"] == int(best["epoch"])) & (images["guidance"] == float(best["guidance"]))
+    return images[(images["seed"] == seed) | at_best]
+
+
+def _keys(rows: pd.DataFrame) -> list[tuple]:
+    """((epoch, guidance), prompt_id, seed) of each row, the images dicts' key."""
+    return [
+        ((int(e), float(g)), p, int(s))
+        for e, g, p, s in zip(rows["epoch"], rows["guidance"], rows["prompt_id"], rows["seed"])
     ]
+
+
+def _download_images(sweep: Sweep, wanted: pd.DataFrame) -> dict:
+    """((epoch, guidance), prompt_id, seed) -> image, for each row of `wanted` (each file once)."""
+    wanted = wanted.drop_duplicates(["run_id", "prompt_id", "seed"])
     images = {}
-    for row in wanted.itertuples():
-        name = f"images/{image_file_name(row.prompt_id, row.seed)}"
-        path = tracking.download_artifact(sweep.tracker, row.run_id, name, tmp / row.run_id)
-        with Image.open(path) as image:
-            images[((int(row.epoch), float(row.guidance)), row.prompt_id, int(row.seed))] = image.convert(
-                "RGB"
-            )
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, row in zip(_keys(wanted), wanted.itertuples()):
+            name = f"images/{image_file_name(row.prompt_id, row.seed)}"
+            path = tracking.download_artifact(sweep.tracker, row.run_id, name, Path(tmp) / row.run_id)
+            with Image.open(path) as image:
+                images[key] = image.convert("RGB")
     return images
 
 
@@ -115,14 +130,19 @@ def report_sweep(
     out_dir: Path | None = None,
     **options,
 ) -> Recommendation:
-    """Recommend, write the report (to `out_dir`, default `<sweep dir>/report`), log it to the
-    parent run with the best combination as metrics and tags, and register the champion."""
+    """Recommend, write the report (to `out_dir`, default `<sweep dir>/report`), log it and the
+    dashboard (analysis.dashboard) to the parent run with the best combination as metrics and
+    tags, and register the champion."""
     rec = recommend(sweep, **options)
     out_dir = out_dir or (sweep.sweep_dir / REPORT_DIR if sweep.sweep_dir else None)
+    # One download for both: the report's sheets and the dashboard frames not logged yet.
+    wanted = pd.concat([report_rows(sweep, rec), dashboard.pending_image_rows(sweep, rec)])
+    images = _download_images(sweep, wanted)
     with tempfile.TemporaryDirectory() as tmp:
         report_dir = out_dir or Path(tmp)
-        write_report(sweep, rec, report_dir)
+        write_report(sweep, rec, report_dir, images)
         tracking.log_artifacts(sweep.tracker, sweep.parent_run_id, report_dir, REPORT_DIR)
+    dashboard.log_dashboard(sweep, rec, images)
     best = rec.best
     tracking.log_metrics(
         sweep.tracker,
