@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from bespoke_exp.config import CONF_DIR, ConfigError, register_resolvers
 from bespoke_exp.generate.checkpoints import CheckpointError
-from bespoke_exp.generate.pipeline import LoraLoadError, ModelLoadError
+from bespoke_exp.generate.pipeline import LoraLoadError, ModelLoadError, pin_worker_device
 from bespoke_exp.overrides import expand_arguments
 from bespoke_exp.sweep.callback import close_open_sweeps
 from bespoke_exp.sweep.context import current_context
@@ -42,9 +42,40 @@ class SweepAborted(SystemExit):
     """A failure every later job would repeat (the base model can't load): stop the sweep once."""
 
 
+class JobKilled(KeyboardInterrupt):
+    """SIGTERM to a launcher worker: its job's run is marked KILLED and the other jobs go on."""
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     sweep = current_context()
+    if sweep is not None and sweep.in_worker():
+        _run_in_worker(cfg, sweep)
+    else:
+        _run(cfg, sweep)
+
+
+def _run_in_worker(cfg: DictConfig, sweep) -> None:
+    """A job in a launcher's worker process (joblib, submitit): pin one GPU, and turn a SIGTERM
+    (`kill PID`, SLURM's scancel or time limit) into a KILLED run instead of a run left RUNNING.
+    The worker's own handler comes back afterwards: loky stops idle workers with SIGTERM."""
+    pin_worker_device(sweep.job_index)
+    previous = signal.signal(signal.SIGTERM, _kill_job)
+    try:
+        _run(cfg, sweep)
+    except JobKilled as error:
+        # Already on record as KILLED (run_job closes its run); the sweep counts it as failed
+        # and a rerun redoes only this job.
+        print(f"[bespoke_exp] job {sweep.job_index} killed: {error}", file=sys.stderr, flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _kill_job(signum: int, frame) -> None:
+    raise JobKilled(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def _run(cfg: DictConfig, sweep) -> None:
     try:
         run_job(cfg, output_dir=Path(HydraConfig.get().runtime.output_dir), sweep=sweep)
     except ModelLoadError as error:

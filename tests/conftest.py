@@ -4,6 +4,7 @@ per test session, into a temporary folder, by the same `ensure_demo` users run."
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,41 @@ def small_cfg(demo_dir, tracking_uri) -> DictConfig:
     with open_dict(cfg):
         cfg.prompts["items"] = cfg.prompts["items"][:2]
     return cfg
+
+
+def small_sweep_command(demo_dir: Path, *overrides: str, multirun: bool = True) -> list[str]:
+    """`python -m bespoke_exp` on the test demo, shrunk for speed (2 steps, 128 px)."""
+    return [
+        sys.executable, "-m", "bespoke_exp", *(["-m"] if multirun else []), f"paths.demo={demo_dir}",
+        "sampler.steps=2", "sampler.width=128", "sampler.height=128", *overrides,
+    ]  # fmt: skip
+
+
+def one_job_sweep(tracker, lora: Path, *, sha: str, score: float = 0.6, sweep_id: str = "s-1", **recorded):
+    """A `Sweep` over one real job run in the store whose checkpoint is `lora`, recorded with
+    `sha`, two images scoring `score`; `recorded` sets prompt_set / scoring_identity."""
+    import pandas as pd
+
+    from bespoke_exp import analysis, tracking
+
+    parent = tracking.start_run(tracker, "sweep", tags={tracking.TAG_ROLE: "sweep"})
+    job = tracking.start_run(tracker, "epoch=01 guidance=5", parent_run_id=parent)
+    job_row = {"run_id": job, "epoch": 1, "guidance": 5.0, "checkpoint": str(lora)}
+    images = pd.DataFrame(
+        [{**job_row, "prompt_id": "p", "split": "", "seed": s, "score": score} for s in (0, 1)]
+    )
+    runs = pd.DataFrame([{**job_row, "checkpoint_sha256": sha}])
+    sweep = analysis.Sweep(
+        tracker,
+        parent,
+        sweep_id,
+        runs,
+        images,
+        final_epoch=10,
+        epochs=[1],
+        guidances=[5.0],
+        cells=24,
+        sweep_dir=None,
+        **recorded,
+    )
+    return sweep, analysis.recommend(sweep, n_boot=50)

@@ -1,12 +1,12 @@
 """The analysis layer against a real MLflow store: errors that name the sweep, and the
 champion alias that only moves for a better recommendation."""
 
-import pandas as pd
 import pytest
 
 from bespoke_exp import analysis, tracking
 from bespoke_exp.analysis.champion import move_alias_if_better
 from bespoke_exp.generate.checkpoints import file_sha256
+from tests.conftest import one_job_sweep
 
 
 @pytest.fixture()
@@ -50,37 +50,15 @@ def test_the_champion_alias_moves_only_for_a_better_score_and_history_is_kept(tr
     assert sorted(str(v.version) for v in client.search_model_versions("name = 'punks'")) == ["1", "2", "3"]
 
 
-def _one_job_sweep(tracker, lora, sha):
-    """A Sweep over one real job run whose checkpoint is `lora`, recorded with `sha`."""
-    parent = tracking.start_run(tracker, "sweep", tags={tracking.TAG_ROLE: "sweep"})
-    job = tracking.start_run(tracker, "epoch=01 guidance=5", parent_run_id=parent)
-    job_row = {"run_id": job, "epoch": 1, "guidance": 5.0, "checkpoint": str(lora)}
-    images = pd.DataFrame(
-        [{**job_row, "prompt_id": "p", "split": "", "seed": s, "score": 0.6} for s in (0, 1)]
-    )
-    runs = pd.DataFrame([{**job_row, "checkpoint_sha256": sha}])
-    sweep = analysis.Sweep(
-        tracker,
-        parent,
-        "s-2",
-        runs,
-        images,
-        final_epoch=10,
-        epochs=[1],
-        guidances=[5.0],
-        cells=24,
-        sweep_dir=None,
-    )
-    return sweep, analysis.recommend(sweep, n_boot=50)
-
-
 def test_the_champion_is_the_evaluated_file_or_nothing(tracker, tmp_path, capsys):
     lora = tmp_path / "lora.safetensors"
     lora.write_bytes(b"evaluated weights")
-    sweep, rec = _one_job_sweep(tracker, lora, file_sha256(lora))
+    sweep, rec = one_job_sweep(tracker, lora, sha=file_sha256(lora), sweep_id="s-2")
     assert analysis.register_champion(sweep, rec, "punks") == "1"
 
-    sweep, rec = _one_job_sweep(tracker, lora, "0" * 64)  # the file changed after evaluation
+    sweep, rec = one_job_sweep(
+        tracker, lora, sha="0" * 64, sweep_id="s-2"
+    )  # the file changed after evaluation
     assert analysis.register_champion(sweep, rec, "punks") is None
     assert "changed since run" in capsys.readouterr().out
     assert [str(v.version) for v in tracker.client.search_model_versions("name = 'punks'")] == ["1"]

@@ -3,15 +3,12 @@ identity and ranked metric, read from the registry tags), in the ranked metric's
 
 from __future__ import annotations
 
-import dataclasses
-import types
-
-import pandas as pd
 import pytest
 
 from bespoke_exp import analysis, tracking
 from bespoke_exp.analysis.champion import champion_decision, move_alias_if_better
 from bespoke_exp.generate.checkpoints import file_sha256
+from tests.conftest import one_job_sweep
 
 
 @pytest.fixture()
@@ -71,42 +68,30 @@ def test_decision_reasons() -> None:
     assert not moved and "ranked_metric 'grid/r2' there, 'score' here" in why
 
 
-def _sweep(tracker, lora, score: float, **identity):
-    """A one-job Sweep whose checkpoint is `lora`, plus whatever identity attributes it records."""
-    parent = tracking.start_run(tracker, "sweep", tags={tracking.TAG_ROLE: "sweep"})
-    job = tracking.start_run(tracker, "epoch=01 guidance=5", parent_run_id=parent)
-    job_row = {"run_id": job, "epoch": 1, "guidance": 5.0, "checkpoint": str(lora)}
-    images = pd.DataFrame(
-        [{**job_row, "prompt_id": "p", "split": "", "seed": s, "score": score} for s in (0, 1)]
-    )
-    runs = pd.DataFrame([{**job_row, "checkpoint_sha256": file_sha256(lora)}])
-    sweep = analysis.Sweep(
-        tracker,
-        parent,
-        "s-3",
-        runs,
-        images,
-        final_epoch=10,
-        epochs=[1],
-        guidances=[5.0],
-        cells=24,
-        sweep_dir=None,
-    )
-    # Works before and after Sweep gains prompt_set / scoring_identity fields.
-    sweep = types.SimpleNamespace(**{f.name: getattr(sweep, f.name) for f in dataclasses.fields(sweep)})
-    for key, value in identity.items():
-        setattr(sweep, key, value)
-    return sweep, analysis.recommend(sweep, n_boot=50)
-
-
 def test_register_champion_records_comparability_and_respects_it(tracker, tmp_path, capsys):
     lora = tmp_path / "lora.safetensors"
     lora.write_bytes(b"evaluated weights")
-    sweep, rec = _sweep(tracker, lora, 0.6, prompt_set="p-abc", scoring_identity="s-1")
+    sweep, rec = one_job_sweep(
+        tracker,
+        lora,
+        sha=file_sha256(lora),
+        score=0.6,
+        sweep_id="s-3",
+        prompt_set="p-abc",
+        scoring_identity="s-1",
+    )
     assert analysis.register_champion(sweep, rec, "punks") == "1"
     tags = tracker.client.get_model_version("punks", "1").tags
     assert (tags["prompt_set"], tags["scoring_identity"], tags["ranked_metric"]) == ("p-abc", "s-1", "score")
-    sweep, rec = _sweep(tracker, lora, 0.9, prompt_set="p-new", scoring_identity="s-1")
+    sweep, rec = one_job_sweep(
+        tracker,
+        lora,
+        sha=file_sha256(lora),
+        score=0.9,
+        sweep_id="s-3",
+        prompt_set="p-new",
+        scoring_identity="s-1",
+    )
     assert analysis.register_champion(sweep, rec, "punks") == "2"
     assert "registered without alias @champion" in capsys.readouterr().out
     assert _holder(tracker) == "1"

@@ -32,6 +32,7 @@ from bespoke_exp.sweep.callback import sweep_problems
 from bespoke_exp.sweep.context import expand_jobs
 from bespoke_exp.sweep.job import run_job
 from bespoke_exp.sweep.validate import config_problems
+from tests.conftest import small_sweep_command
 
 STEM = "Bespoke_Punks_24x24_Pixel_Art"
 
@@ -41,21 +42,15 @@ def _uri(tmp_path: Path) -> str:
 
 
 def _command(tmp_path: Path, demo_dir: Path, *overrides: str, multirun: bool = True) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "bespoke_exp",
-        *(["-m"] if multirun else []),
-        f"paths.demo={demo_dir}",
+    return small_sweep_command(
+        demo_dir,
         f"paths.root={tmp_path}",
         f"tracking.uri={_uri(tmp_path)}",
         "tracking.experiment=faults",
-        "sampler.steps=2",
         "sampler.seeds=[0]",
-        "sampler.width=128",
-        "sampler.height=128",
         *overrides,
-    ]
+        multirun=multirun,
+    )
 
 
 def _runs(tmp_path: Path) -> tuple[list, list]:

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bespoke_exp import tracking
+from tests.conftest import small_sweep_command
 
 pytestmark = pytest.mark.slow
 
@@ -19,21 +20,14 @@ STEM = "Bespoke_Punks_24x24_Pixel_Art"
 
 
 def _command(tmp_path, demo_dir, *overrides, sweep_dir="sweep"):
-    return [
-        sys.executable,
-        "-m",
-        "bespoke_exp",
-        "-m",
-        f"paths.demo={demo_dir}",
+    return small_sweep_command(
+        demo_dir,
         f"tracking.uri={_uri(tmp_path)}",
         "tracking.experiment=sweep",
         f"hydra.sweep.dir={tmp_path / sweep_dir}",
-        "sampler.steps=2",
         "sampler.seeds=[0,1]",
-        "sampler.width=128",
-        "sampler.height=128",
         *overrides,
-    ]
+    )
 
 
 def _uri(tmp_path):

@@ -47,12 +47,44 @@ class SamplerSettings:
     batch_size: int
 
 
+# The GPU this worker process pinned (see pin_worker_device); None: torch's current device.
+_PINNED_CUDA: str | None = None
+
+
+def worker_gpu_index(job_num: int, visible_gpus: int) -> int | None:
+    """Which of the visible GPUs a launcher worker takes: job number modulo the count, so
+    `hydra/launcher=joblib hydra.launcher.n_jobs=4` spreads its first four jobs over four GPUs.
+    None with one GPU or none: SLURM (via submitit) already narrowed CUDA_VISIBLE_DEVICES to the
+    job's own GPU, so there is nothing to choose."""
+    if visible_gpus <= 1:
+        return None
+    return job_num % visible_gpus
+
+
+def pin_worker_device(job_num: int) -> str | None:
+    """Pin this process to one GPU, chosen from its first job's number, and keep it for every
+    later job: the cached base pipeline lives on that device, and moving it would reload it.
+    Returns the pinned device, or None when there is no choice to make."""
+    global _PINNED_CUDA
+    if _PINNED_CUDA is None and torch.cuda.is_available():
+        index = worker_gpu_index(job_num, torch.cuda.device_count())
+        if index is not None:
+            # set_device too, so `torch.Generator(device="cuda")` lands on the pipeline's GPU.
+            torch.cuda.set_device(index)
+            _PINNED_CUDA = f"cuda:{index}"
+            log.info("worker process pinned to %s (job %d)", _PINNED_CUDA, job_num)
+    return _PINNED_CUDA
+
+
 def resolve_device(name: str) -> str:
-    """`auto` picks cuda, then mps, then cpu."""
+    """`auto` picks cuda, then mps, then cpu; `auto` and `cuda` mean the pinned GPU in a worker
+    that pinned one. An explicit `cuda:N` is left alone."""
+    if name == "cuda" and _PINNED_CUDA is not None:
+        return _PINNED_CUDA
     if name != "auto":
         return name
     if torch.cuda.is_available():
-        return "cuda"
+        return _PINNED_CUDA or "cuda"
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"

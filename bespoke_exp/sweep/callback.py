@@ -17,14 +17,27 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from bespoke_exp import tracking
-from bespoke_exp.config import ConfigError, flatten
-from bespoke_exp.sweep.context import SweepContext, expand_jobs, new_sweep_id, read_context, write_state
+from bespoke_exp.config import ConfigError, flatten, register_resolvers
+from bespoke_exp.sweep.context import (
+    SweepContext,
+    expand_jobs,
+    new_sweep_id,
+    read_context,
+    this_process,
+    write_state,
+)
 from bespoke_exp.sweep.validate import config_problems
+
+# Launcher workers (joblib's loky processes, submitit's job processes) never run the CLI, but
+# they unpickle this callback before they compose their job's config, whose `paths` and
+# `hydra.sweep.dir` use these resolvers: registering them here makes every worker able to.
+register_resolvers()
 
 # Parent runs this process opened and not yet closed. A Ctrl-C, a kill or an error can land
 # anywhere, including inside Hydra between jobs, so the CLI closes these on the way out.
 _OPEN_PARENTS: dict[str, tuple[tracking.Tracker, SweepContext]] = {}
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 class SweepCallback(Callback):
@@ -38,7 +51,7 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         jobs = expand_jobs(overrides, dict(config.hydra.sweeper.get("params") or {}))
         try:
-            problems = sweep_problems(config, jobs)
+            problems = launcher_problems(config) + sweep_problems(config, jobs)
             if problems:
                 raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
             tracker = _connect(config)
@@ -65,7 +78,9 @@ class SweepCallback(Callback):
             params=sweep_params(config, overrides, total),
             tags={tracking.TAG_SWEEP_ID: sweep_id, tracking.TAG_ROLE: "sweep", "sweep_dir": str(sweep_dir)},
         )
-        state = SweepContext(sweep_id=sweep_id, parent_run_id=parent, total_jobs=total)
+        state = SweepContext(
+            sweep_id=sweep_id, parent_run_id=parent, total_jobs=total, launched_by=this_process()
+        )
         _OPEN_PARENTS[parent] = (tracker, state)
         try:
             write_state(sweep_dir, state)
@@ -96,6 +111,26 @@ def sweep_params(config: DictConfig, overrides: list[str], total: int | None) ->
         "tracking.experiment": str(config.tracking.experiment),
         "prompts.name": str(config.prompts.name),
     }
+
+
+def launcher_problems(config: DictConfig) -> list[str]:
+    """A parallel launcher needs a tracking server: its workers would all write one SQLite
+    file at once (MLflow gives no guarantee there, and workers on other nodes can't reach it)."""
+    launcher = str(config.hydra.launcher.get("_target_", BASIC_LAUNCHER))
+    problem = sqlite_parallel_problem(launcher, str(config.tracking.uri))
+    return [problem] if problem else []
+
+
+def sqlite_parallel_problem(launcher: str, uri: str) -> str | None:
+    if launcher == BASIC_LAUNCHER or not uri.startswith("sqlite:"):
+        return None
+    name = launcher.rsplit(".", 1)[-1]
+    return (
+        f"the {name} launcher runs jobs in parallel processes, but tracking.uri={uri!r} is a SQLite "
+        "file: start an MLflow tracking server (`mlflow server --host 127.0.0.1 --port 5000 "
+        "--backend-store-uri sqlite:///PATH/mlflow.db --artifacts-destination PATH/artifacts`, see "
+        "README 'Scaling out') and add `tracking=server tracking.uri=http://127.0.0.1:5000`"
+    )
 
 
 def sweep_problems(config: DictConfig, jobs: list[list[str]] | None) -> list[str]:
@@ -181,6 +216,13 @@ def close_open_sweeps(error: BaseException) -> None:
     while _OPEN_PARENTS:
         parent_run_id, (tracker, context) = _OPEN_PARENTS.popitem()
         try:
+            # The launcher has returned or is being torn down: a job run still RUNNING belongs to a
+            # worker that died without closing it (SIGKILL, OOM, a lost node).
+            killed = tracking.close_running_children(
+                tracker, parent_run_id, f"the sweep ended ({reason}) while this job was still running"
+            )
+            if killed:
+                print(f"[bespoke_exp] marked KILLED {len(killed)} job runs left RUNNING by dead workers")
             tracking.fail_run(tracker, parent_run_id, error)
         except Exception as close_error:  # the store itself may be what failed
             print(f"[bespoke_exp] could not close parent run {parent_run_id}: {close_error}", file=sys.stderr)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import secrets
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +27,17 @@ class SweepContext:
     parent_run_id: str
     total_jobs: int | None
     job_index: int = 0  # 0-based, Hydra's job.num
+    # "host:pid" of the process that started the sweep. A job running elsewhere runs in a
+    # launcher's worker (joblib, submitit), where a kill should end that job, not the sweep.
+    launched_by: str = ""
+
+    def in_worker(self) -> bool:
+        """True when this job runs in a process other than the one that launched the sweep."""
+        return bool(self.launched_by) and self.launched_by != this_process()
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def new_sweep_id() -> str:
@@ -82,6 +95,7 @@ def read_context(sweep_dir: Path, job_index: int) -> SweepContext:
         parent_run_id=data["parent_run_id"],
         total_jobs=data.get("total_jobs"),
         job_index=job_index,
+        launched_by=data.get("launched_by", ""),
     )
 
 

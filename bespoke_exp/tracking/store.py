@@ -305,6 +305,17 @@ def close_orphans(tracker: Tracker) -> list[str]:
     return closed
 
 
+def close_running_children(tracker: Tracker, parent_run_id: str, reason: str) -> list[str]:
+    """Mark KILLED the parent's child runs still RUNNING once its launcher has given up: a
+    launcher worker killed outright (SIGKILL, out of memory, a node lost) cannot close its own
+    run, and joblib stops the other workers' jobs with it. Returns the ids closed."""
+    running = [run for run in child_runs(tracker, parent_run_id) if run.info.status == "RUNNING"]
+    for run in running:
+        set_tags(tracker, run.info.run_id, {"error": reason[:5000]})
+        tracker.client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in running]
+
+
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
