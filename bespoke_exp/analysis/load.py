@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from bespoke_exp import tracking
 from bespoke_exp.config import compose_config
+
+SETTINGS_FILE = "sweep/settings.json"  # the parent run's record of how the sweep ran (sweep.callback)
 
 
 class AnalysisError(RuntimeError):
@@ -105,27 +106,14 @@ def load_sweep(
         sweep_dir=sweep_dir if sweep_dir and sweep_dir.is_dir() else None,
         prompt_set=first.get("prompts.name"),
         scoring_identity=_shared({r.data.tags.get("scoring_identity") for r in finished}),
-        analysis_settings=_recorded_settings(parent.data.params, "analysis."),
+        analysis_settings=(tracking.load_dict(tracker, parent.info.run_id, SETTINGS_FILE) or {}).get(
+            "analysis"
+        ),
     )
 
 
 def _shared(values: set) -> str | None:
     return next(iter(values)) if len(values) == 1 else None
-
-
-def _recorded_settings(params: dict[str, str], prefix: str) -> dict | None:
-    """Nested settings back from the flattened params a run recorded under `prefix`."""
-    dotted = {k[len(prefix) :]: yaml.safe_load(v) for k, v in params.items() if k.startswith(prefix)}
-    if not dotted:
-        return None
-    nested: dict = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return nested
 
 
 def _pick_sweep(tracker: tracking.Tracker, sweep: str | None) -> tuple:

@@ -17,7 +17,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from bespoke_exp import tracking
-from bespoke_exp.config import ConfigError, flatten, register_resolvers
+from bespoke_exp.analysis.load import SETTINGS_FILE
+from bespoke_exp.config import ConfigError, register_resolvers
 from bespoke_exp.sweep.context import (
     SweepContext,
     expand_jobs,
@@ -72,10 +73,12 @@ class SweepCallback(Callback):
             )
         total = None if jobs is None else len(jobs)
         sweep_id = new_sweep_id()
-        parent = tracking.start_run(
+        parent = start_parent(
             tracker,
+            config,
             f"sweep {sweep_id}",
-            params=sweep_params(config, overrides, total),
+            overrides,
+            total,
             tags={tracking.TAG_SWEEP_ID: sweep_id, tracking.TAG_ROLE: "sweep", "sweep_dir": str(sweep_dir)},
         )
         state = SweepContext(
@@ -100,17 +103,27 @@ class SweepCallback(Callback):
             raise SystemExit(130 if isinstance(error, KeyboardInterrupt) else 1) from None
 
 
-def sweep_params(config: DictConfig, overrides: list[str], total: int | None) -> dict[str, str]:
-    """A sweep parent run's params: its command line, and what `rank` and `rescore` need to
-    redo its analysis as it was run (analysis settings, store, experiment, prompt set)."""
-    return {
-        "sweep.overrides": " ".join(overrides),
-        "sweep.jobs": str(total),
-        **flatten(OmegaConf.to_container(config.analysis, resolve=True), "analysis."),
-        "tracking.uri": str(config.tracking.uri),
-        "tracking.experiment": str(config.tracking.experiment),
-        "prompts.name": str(config.prompts.name),
+def start_parent(
+    tracker: tracking.Tracker,
+    config: DictConfig,
+    name: str,
+    overrides: list[str],
+    total: int | None,
+    tags: dict[str, str],
+) -> str:
+    """A sweep's parent run: its command line as params, and as `sweep/settings.json` what
+    `rank` and `rescore` need to redo its analysis as it was run (kept out of the params, which
+    the UI's image cards list above every picture)."""
+    parent = tracking.start_run(
+        tracker, name, params={"sweep.overrides": " ".join(overrides), "sweep.jobs": str(total)}, tags=tags
+    )
+    settings = {
+        "analysis": OmegaConf.to_container(config.analysis, resolve=True),
+        "tracking": {"uri": str(config.tracking.uri), "experiment": str(config.tracking.experiment)},
+        "prompts": str(config.prompts.name),
     }
+    tracking.log_dict(tracker, parent, settings, SETTINGS_FILE)
+    return parent
 
 
 def launcher_problems(config: DictConfig) -> list[str]:

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from bespoke_exp import analysis, tracking
 from bespoke_exp.config import ConfigError, compose_config, flatten
 from bespoke_exp.generate.image_store import image_file_name
-from bespoke_exp.sweep.callback import sweep_params
+from bespoke_exp.sweep.callback import start_parent
 from bespoke_exp.sweep.context import new_sweep_id
 from bespoke_exp.sweep.identity import TAG_GENERATION, TAG_SCORING
 from bespoke_exp.sweep.job_scores import Scorer, make_scorer, score_images
@@ -45,10 +45,12 @@ def rescore(
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
     scorer = make_scorer(cfg)
     sweep_id = new_sweep_id()
-    new_parent = tracking.start_run(
+    new_parent = start_parent(
         old.tracker,
+        cfg,
         f"rescore {sweep_id} of sweep {old.sweep_id}",
-        params=sweep_params(cfg, [*recorded, *overrides], len(old.runs)),
+        [*recorded, *overrides],
+        len(old.runs),
         tags={tracking.TAG_SWEEP_ID: sweep_id, tracking.TAG_ROLE: "sweep", "rescored_from": old.sweep_id},
     )
     try:

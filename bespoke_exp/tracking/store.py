@@ -387,6 +387,20 @@ def model_version_tags(tracker: Tracker, name: str, version: str) -> dict[str, s
     return dict(tracker.client.get_model_version(name, version).tags)
 
 
+def log_dict(tracker: Tracker, run_id: str, data: dict, artifact_file: str) -> None:
+    tracker.client.log_dict(run_id, data, artifact_file)
+
+
+def load_dict(tracker: Tracker, run_id: str, artifact_file: str) -> dict | None:
+    """A JSON artifact written by `log_dict`, or None when the run has none."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = tracker.client.download_artifacts(run_id, artifact_file, tmp)
+        except Exception:  # MLflow raises several types for a missing artifact
+            return None
+        return json.loads(Path(path).read_text())
+
+
 def load_table(tracker: Tracker, run_id: str, artifact_file: str) -> list[dict]:
     """Rows of a table written by `log_table`."""
     with tempfile.TemporaryDirectory() as tmp:
