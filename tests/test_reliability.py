@@ -232,7 +232,7 @@ def test_a_kill_during_the_end_of_sweep_analysis_leaves_the_parent_killed(tmp_pa
         parents, _ = _runs(tmp_path)
         if parents and "sweep/jobs_finished" in parents[0].data.metrics:
             break
-        time.sleep(0.2)
+        time.sleep(0.5)  # a gentle reader: SQLite writers wait for readers
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
@@ -254,7 +254,7 @@ def test_runs_left_running_by_a_killed_process_are_closed_by_the_next_sweep(tmp_
         parents, children = _runs(tmp_path)
         if any(c.info.status == "RUNNING" for c in children):
             break
-        time.sleep(0.2)
+        time.sleep(0.5)  # a gentle reader: SQLite writers wait for readers
     os.killpg(process.pid, signal.SIGKILL)  # no handler runs: the runs stay RUNNING
     process.wait()
     parents, children = _runs(tmp_path)

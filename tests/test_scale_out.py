@@ -221,7 +221,7 @@ def _kill_first_running_job(uri: str, experiment: str, timeout_s: float = 300) -
         if running:
             os.kill(int(running[0].data.tags["bespoke.pid"]), signal.SIGTERM)
             return running[0].info.run_id
-        time.sleep(0.2)
+        time.sleep(0.5)  # a gentle reader: SQLite writers wait for readers
     raise AssertionError("no job run became RUNNING")
 
 

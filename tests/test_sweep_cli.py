@@ -166,7 +166,7 @@ def test_killed_sweep_resumes_with_exactly_the_unfinished_jobs(tmp_path, demo_di
     while time.monotonic() < deadline and process.poll() is None:
         if sum(r.info.status == "FINISHED" for r in _runs(tmp_path)[2]) >= 2:
             break
-        time.sleep(0.2)
+        time.sleep(1)  # a gentle reader: SQLite writers wait for readers
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode != 0

@@ -229,19 +229,32 @@ def set_run_description(tracker: Tracker, run_id: str, markdown: str) -> None:
     tracker.client.set_tag(run_id, "mlflow.note.content", markdown)
 
 
+def _retry_while_locked(call, *args, attempts: int = 6, **kwargs):
+    """Run `call`, waiting out "database is locked": a SQLite store shared with a busy writer
+    or reader (another sweep, a UI) must not leave a run RUNNING because its last write
+    lost one race for the lock."""
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            if "database is locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2**attempt)
+
+
 def finish_run(tracker: Tracker, run_id: str, status: str = "FINISHED") -> None:
-    tracker.client.set_terminated(run_id, status=status)
+    _retry_while_locked(tracker.client.set_terminated, run_id, status=status)
 
 
 def fail_run(tracker: Tracker, run_id: str, error: BaseException) -> None:
     """FAILED (KILLED for Ctrl-C), with the message as a tag and the traceback as an artifact."""
     message = f"{type(error).__name__}: {error}"
     try:
-        set_tags(tracker, run_id, {"error": message[:5000]})
+        _retry_while_locked(set_tags, tracker, run_id, {"error": message[:5000]})
         log_text(tracker, run_id, "".join(traceback.format_exception(error)), "error/traceback.txt")
     finally:
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        tracker.client.set_terminated(run_id, status=status)
+        finish_run(tracker, run_id, status)
 
 
 def child_runs(tracker: Tracker, parent_run_id: str) -> list:
@@ -300,7 +313,7 @@ def close_orphans(tracker: Tracker) -> list[str]:
         if pid.isdigit() and not _process_alive(int(pid)):
             reason = f"orphaned: process {pid} on {host} ended without closing this run"
             set_tags(tracker, run.info.run_id, {"error": reason})
-            tracker.client.set_terminated(run.info.run_id, status="KILLED")
+            finish_run(tracker, run.info.run_id, "KILLED")
             closed.append(run.info.run_id)
     return closed
 
@@ -312,7 +325,7 @@ def close_running_children(tracker: Tracker, parent_run_id: str, reason: str) ->
     running = [run for run in child_runs(tracker, parent_run_id) if run.info.status == "RUNNING"]
     for run in running:
         set_tags(tracker, run.info.run_id, {"error": reason[:5000]})
-        tracker.client.set_terminated(run.info.run_id, status="KILLED")
+        finish_run(tracker, run.info.run_id, "KILLED")
     return [run.info.run_id for run in running]
 
 
