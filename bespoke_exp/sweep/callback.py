@@ -27,7 +27,7 @@ from bespoke_exp.sweep.context import (
     this_process,
     write_state,
 )
-from bespoke_exp.sweep.validate import config_problems
+from bespoke_exp.sweep.validate import config_problems, raise_problems
 
 # Launcher workers (joblib's loky processes, submitit's job processes) never run the CLI, but
 # they unpickle this callback before they compose their job's config, whose `paths` and
@@ -52,9 +52,7 @@ class SweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         jobs = expand_jobs(overrides, dict(config.hydra.sweeper.get("params") or {}))
         try:
-            problems = launcher_problems(config) + sweep_problems(config, jobs)
-            if problems:
-                raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+            raise_problems(launcher_problems(config) + sweep_problems(config, jobs))
             tracker = _connect(config)
             sweep_dir = Path(str(config.hydra.sweep.dir))
             try:

@@ -15,14 +15,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from bespoke_exp import analysis, tracking
-from bespoke_exp.config import ConfigError, compose_config, flatten
+from bespoke_exp.config import compose_config, flatten
 from bespoke_exp.generate.image_store import image_file_name
 from bespoke_exp.sweep.callback import start_parent
 from bespoke_exp.sweep.context import new_sweep_id
 from bespoke_exp.sweep.identity import TAG_GENERATION, TAG_SCORING
 from bespoke_exp.sweep.job_scores import Scorer, make_scorer, score_images
 from bespoke_exp.sweep.resume import finished_images
-from bespoke_exp.sweep.validate import SCORING_CHECKS, config_problems
+from bespoke_exp.sweep.validate import SCORING_CHECKS, config_problems, raise_problems
 
 
 def rescore(
@@ -40,9 +40,7 @@ def rescore(
     parent = tracking.get_run(old.tracker, old.parent_run_id)
     recorded = parent.data.params.get("sweep.overrides", "").split()
     cfg = compose_config([*_fixed(recorded), *overrides])
-    problems = config_problems(cfg, SCORING_CHECKS)
-    if problems:
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+    raise_problems(config_problems(cfg, SCORING_CHECKS))
     scorer = make_scorer(cfg)
     sweep_id = new_sweep_id()
     new_parent = start_parent(

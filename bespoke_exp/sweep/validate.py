@@ -29,7 +29,11 @@ _MISSING = object()
 
 def validate_job_config(cfg: DictConfig) -> None:
     """Raise ConfigError listing every problem of one job's config (one line each)."""
-    problems = config_problems(cfg)
+    raise_problems(config_problems(cfg))
+
+
+def raise_problems(problems: list[str]) -> None:
+    """One ConfigError listing every problem, one per line; nothing when there are none."""
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
