@@ -113,6 +113,7 @@ def test_rescore_and_rank_use_the_sweeps_own_store_settings(tmp_path, demo_dir) 
             "-m",
             *common,
             "tracking.experiment=elsewhere",
+            "sampler.negative_prompt='low quality, blurry'",  # a value with spaces must survive rescore
             "epoch=1,2",
             "analysis.thresholds.poor=0.01",
         ],

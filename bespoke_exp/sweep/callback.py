@@ -116,6 +116,7 @@ def start_parent(
         tracker, name, params={"sweep.overrides": " ".join(overrides), "sweep.jobs": str(total)}, tags=tags
     )
     settings = {
+        "overrides": list(overrides),  # exact: the params' joined string can't be split back safely
         "analysis": OmegaConf.to_container(config.analysis, resolve=True),
         "tracking": {"uri": str(config.tracking.uri), "experiment": str(config.tracking.experiment)},
         "prompts": str(config.prompts.name),

@@ -15,6 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from bespoke_exp import analysis, tracking
+from bespoke_exp.analysis.load import SETTINGS_FILE
 from bespoke_exp.config import compose_config, flatten
 from bespoke_exp.generate.image_store import image_file_name
 from bespoke_exp.sweep.callback import start_parent
@@ -37,8 +38,12 @@ def rescore(
     """Rescore `sweep` (default: the newest with a finished job); returns the new sweep and
     its recommendation."""
     old = analysis.load_sweep(sweep, tracking_uri=tracking_uri, experiment=experiment)
-    parent = tracking.get_run(old.tracker, old.parent_run_id)
-    recorded = parent.data.params.get("sweep.overrides", "").split()
+    settings = tracking.load_dict(old.tracker, old.parent_run_id, SETTINGS_FILE) or {}
+    recorded = settings.get("overrides")
+    if recorded is None:  # a sweep from before settings.json: its params are all there is
+        recorded = (
+            tracking.get_run(old.tracker, old.parent_run_id).data.params.get("sweep.overrides", "").split()
+        )
     cfg = compose_config([*_fixed(recorded), *overrides])
     raise_problems(config_problems(cfg, SCORING_CHECKS))
     scorer = make_scorer(cfg)
