@@ -2,6 +2,7 @@
 
 python -m bespoke_exp epoch=3 guidance=7.5
 python -m bespoke_exp -m epoch=1,2,...,10 guidance=5,7.5,10
+python -m bespoke_exp -m epoch=all lora_scale=0.6,0.8,1.0   # every epoch in the checkpoint folder
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bespoke_exp.config import CONF_DIR, ConfigError, register_resolvers
 from bespoke_exp.generate.checkpoints import CheckpointError
 from bespoke_exp.generate.pipeline import LoraLoadError, ModelLoadError, pin_worker_device
 from bespoke_exp.overrides import expand_arguments
+from bespoke_exp.sweep.all_epochs import expand_all_epochs
 from bespoke_exp.sweep.callback import close_open_sweeps
 from bespoke_exp.sweep.context import current_context
 from bespoke_exp.sweep.job import run_job
@@ -103,7 +105,11 @@ def cli() -> None:
     # A kill (SIGTERM) unwinds like Ctrl-C, so the running job is marked KILLED, not left RUNNING.
     signal.signal(signal.SIGTERM, _interrupt)
     register_resolvers()
-    sys.argv = [sys.argv[0], *expand_arguments(sys.argv[1:])]
+    try:
+        sys.argv = [sys.argv[0], *expand_all_epochs(expand_arguments(sys.argv[1:]))]
+    except (ConfigError, ValueError) as error:  # a bad `1,2,...` or an `epoch=all` with no files
+        print(f"[bespoke_exp] {type(error).__name__}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         main()
     except KeyboardInterrupt as error:

@@ -18,10 +18,17 @@ PROJECT_ROOT = CONF_DIR.parent
 
 # An identical job gives identical images and scores whatever is excluded here: where
 # things are stored, how runs are tracked and analysed, and whether to re-run it.
-FINGERPRINT_EXCLUDES = ("paths", "tracking", "analysis", "hydra", "force", "checkpoint.dir")
+# The top-level `lora_scale` shortcut is left out too: `checkpoint.lora_scale` holds the value the
+# job uses (it interpolates the shortcut, or the older `checkpoint.lora_scale=` spelling sets it).
+FINGERPRINT_EXCLUDES = ("paths", "tracking", "analysis", "hydra", "force", "checkpoint.dir", "lora_scale")
+# The sweep axes a job records as tags (axis -> the config key holding the value it ran with);
+# the analysis ranks every combination of them. A new axis (LoRA strength, a sampler setting an
+# Optuna sweeper tunes) is one entry here. epoch and guidance are always axes; the others only
+# when a sweep varies them.
+SWEEP_AXES = {"epoch": "epoch", "guidance": "sampler.guidance", "lora_scale": "checkpoint.lora_scale"}
 # The embedded demo's recipe: bump when bespoke_exp.demo changes what it builds. Each
 # recipe builds into its own folder, so old builds are left untouched.
-DEMO_RECIPE = "v1"
+DEMO_RECIPE = "v2"
 
 
 def default_demo_dir() -> Path:

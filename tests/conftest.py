@@ -35,6 +35,7 @@ def small_cfg(demo_dir, tracking_uri) -> DictConfig:
             f"paths.demo={demo_dir}",
             f"tracking.uri={tracking_uri}",
             "tracking.experiment=tests",
+            "prompts=seed_tests",  # the harness is tested on the user's own prompts
             "epoch=3",
             "sampler.steps=2",
             "sampler.seeds=[0]",
@@ -51,7 +52,7 @@ def small_sweep_command(demo_dir: Path, *overrides: str, multirun: bool = True) 
     """`python -m bespoke_exp` on the test demo, shrunk for speed (2 steps, 128 px)."""
     return [
         sys.executable, "-m", "bespoke_exp", *(["-m"] if multirun else []), f"paths.demo={demo_dir}",
-        "sampler.steps=2", "sampler.width=128", "sampler.height=128", *overrides,
+        "prompts=seed_tests", "sampler.steps=2", "sampler.width=128", "sampler.height=128", *overrides,
     ]  # fmt: skip
 
 

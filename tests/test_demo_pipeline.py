@@ -47,7 +47,7 @@ def test_checkpoints_are_kohya_format_with_truthful_metadata(demo_dir):
         assert info.metadata["ss_epoch"] == str(epoch)
         assert info.rank == int(info.metadata["ss_network_dim"]) == training.rank
         steps.append(int(info.metadata["ss_steps"]))
-    assert steps == [epoch * (training.images // training.batch_size) for epoch in range(1, 11)]
+    assert steps == [epoch * training.batches_per_epoch for epoch in range(1, 11)]
 
 
 def test_lora_changes_output_and_unloading_restores_base_exactly(pipe, demo_dir):

@@ -7,6 +7,7 @@ from omegaconf import open_dict
 from PIL import Image
 
 from bespoke_exp.config import ConfigError
+from bespoke_exp.demo.training import DemoTraining
 from bespoke_exp.generate.checkpoints import CheckpointError
 from bespoke_exp.pixelart.grid import recover_grid
 from bespoke_exp.scoring.memorisation import load_training_grids, training_match
@@ -138,8 +139,8 @@ def test_missing_training_folder_is_named_before_any_run(small_cfg, tmp_path):
 
 def test_a_training_image_scores_as_a_near_copy(demo_dir):
     training = load_training_grids(str(demo_dir / "train"), 24)
-    assert training.shape == (16, 24, 24, 3)
-    with Image.open(demo_dir / "train" / "1_bespoke" / "0003.png") as art:
+    assert training.shape == (DemoTraining().images, 24, 24, 3)
+    with Image.open(next((demo_dir / "train").glob("*_bespoke")) / "0003.png") as art:
         upscaled = np.asarray(art.convert("RGB").resize((256, 256), Image.NEAREST))
     assert training_match(np.asarray(recover_grid(upscaled, 24)), training) == 1.0
     noise = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)

@@ -21,10 +21,10 @@ ALLOWED: dict[str, set[str]] = {
     "analysis": {"analysis", "config", "tracking", "pixelart", "generate", "scoring.registry"},
     "sweep": {"sweep", "config", "pixelart", "scoring", "generate", "tracking", "analysis", "demo"},
 }
-ENTRY_POINTS = {"__main__", "rank", "rescore", "__init__"}  # may import anything
+ENTRY_POINTS = {"__main__", "rank", "rescore", "inspect", "__init__"}  # may import anything
 ONLY_IN = {
     "mlflow": {"tracking.store"},
-    "diffusers": {"generate.pipeline", "demo.tiny_pipeline", "demo.training"},
+    "diffusers": {"generate.pipeline", "demo.tiny_pipeline", "demo.training", "demo.base_training"},
 }
 
 

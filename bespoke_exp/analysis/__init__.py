@@ -9,7 +9,8 @@ In a notebook:
     print(rec.to_markdown())
 
 Modules: `load` (the sweep from MLflow), `statistics` (bootstrap ranking and paired
-comparisons of (epoch, guidance) combinations), `diagnosis` (the epoch-trend rules),
+comparisons of the combinations of every swept axis: epoch, guidance, lora_scale...),
+`diagnosis` (the epoch-trend rules),
 `recommendation` (the pick and its markdown/JSON), `report` (files + parent-run logging,
 run at the end of every multirun), `champion` (model registry), `figures` and `sheets`.
 """

@@ -125,7 +125,7 @@ def register_champion(sweep: Sweep, rec: Recommendation, name: str) -> str | Non
         artifact_path=CHAMPION_DIR,  # a folder: models:/ downloads list folders, not single files
         tags={
             "epoch": str(best["epoch"]),
-            "guidance": f"{best['guidance']:g}",
+            **{axis: f"{best[axis]:g}" for axis in rec.axes if axis != "epoch"},  # guidance, lora_scale...
             "job_run_id": str(best["run_id"]),
             "sweep_id": sweep.sweep_id,
             "checkpoint_sha256": str(row["checkpoint_sha256"]),

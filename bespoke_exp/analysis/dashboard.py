@@ -6,6 +6,9 @@
   `epoch_grid/r2`, `epoch_palette/off_palette_rate` (component metrics, mean over guidance);
 - an epoch slider per prompt and seed: step images keyed `<prompt>_seed<seed>_g<guidance>` at the
   best guidance, the picture with its recovered grid beside it;
+- a sweep of further axes (lora_scale) shows the `/g<guidance>` curves and the sliders at the best
+  combination's value of each (the card's name then ends in `_lora_scale<value>`); the
+  `/mean` curves and the components average over them, as over guidance;
 - `dashboard/images.json`: one row per generated image with every metric and where the image is.
 
 Everything comes from what the report already has (the recommendation, the sweep's tables and
@@ -23,6 +26,8 @@ from PIL import Image
 from bespoke_exp import tracking
 from bespoke_exp.analysis.load import Sweep
 from bespoke_exp.analysis.recommendation import Recommendation
+from bespoke_exp.analysis.statistics import combination_of
+from bespoke_exp.config import SWEEP_AXES
 from bespoke_exp.generate.image_store import image_file_name
 from bespoke_exp.pixelart.grid import recover_grid
 
@@ -53,7 +58,7 @@ def epoch_curves(sweep: Sweep, rec: Recommendation) -> dict[str, dict[int, float
     for row in rec.by_epoch:
         for stat in ("mean", "ci_low", "ci_high"):
             add(series_key(rec.metric, stat), row["epoch"], row[stat])
-    for row in rec.ranking:
+    for row in rec.at_best_extras(pd.DataFrame(rec.ranking)).to_dict("records"):
         add(series_key(rec.metric, guidance_label(row["guidance"])), row["epoch"], row["mean"])
     components = [m for m in COMPONENTS if m in sweep.runs.columns and m != rec.metric]
     for metric, by_epoch in sweep.runs.groupby("epoch")[components].mean().items():
@@ -62,25 +67,30 @@ def epoch_curves(sweep: Sweep, rec: Recommendation) -> dict[str, dict[int, float
     return curves
 
 
-def image_key(prompt_id: str, seed: int, guidance: float) -> str:
-    """The image card's name; MLflow allows only [A-Za-z0-9_-./ ] in it."""
-    return re.sub(r"[^A-Za-z0-9_\-. ]", "_", f"{prompt_id}_seed{seed}_{guidance_label(guidance)}")
+def image_key(prompt_id: str, seed: int, guidance: float, extra: dict[str, float] | None = None) -> str:
+    """The image card's name; MLflow allows only [A-Za-z0-9_-./ ] in it. `extra`: further axes'
+    values ({"lora_scale": 0.8}), so frames of another LoRA strength never share a card."""
+    tail = "".join(f"_{axis}{value:g}" for axis, value in (extra or {}).items())
+    return re.sub(r"[^A-Za-z0-9_\-. ]", "_", f"{prompt_id}_seed{seed}_{guidance_label(guidance)}{tail}")
 
 
 def image_rows(sweep: Sweep, rec: Recommendation) -> pd.DataFrame:
-    """The images the sliders show: every epoch, prompt and seed at the best guidance."""
-    images = sweep.images
+    """The images the sliders show: every epoch, prompt and seed at the best guidance (and the
+    best value of any further axis)."""
+    images = rec.at_best_extras(sweep.images)
     return images[images["guidance"] == float(rec.best["guidance"])]
+
+
+def _frame_key(row: dict, rec: Recommendation) -> str:
+    extra = {axis: float(row[axis]) for axis in rec.extra_axes}
+    return image_key(row["prompt_id"], int(row["seed"]), float(row["guidance"]), extra)
 
 
 def pending_image_rows(sweep: Sweep, rec: Recommendation) -> pd.DataFrame:
     """`image_rows` less the frames the parent run already has (so a re-log downloads nothing)."""
     rows = image_rows(sweep, rec)
     logged = tracking.logged_image_steps(sweep.tracker, sweep.parent_run_id)
-    keep = [
-        (image_key(p, int(s), float(g)), int(e)) not in logged
-        for p, s, g, e in zip(rows["prompt_id"], rows["seed"], rows["guidance"], rows["epoch"])
-    ]
+    keep = [(_frame_key(row, rec), int(row["epoch"])) not in logged for row in rows.to_dict("records")]
     return rows[keep]
 
 
@@ -102,22 +112,24 @@ def table_rows(sweep: Sweep) -> list[dict]:
         f"runs:/{run_id}/images/{image_file_name(p, int(s))}"
         for run_id, p, s in zip(table["run_id"], table["prompt_id"], table["seed"])
     ]
-    first = ["epoch", "guidance", "prompt_id", "seed", "split", "image", "run_id"]
+    axes = [a for a in SWEEP_AXES if a in table.columns]
+    first = [*axes, "prompt_id", "seed", "split", "image", "run_id"]
     ordered = [c for c in first if c in table.columns] + [c for c in table.columns if c not in first]
-    rows = table[ordered].sort_values(["epoch", "guidance", "prompt_id", "seed"]).to_dict("records")
+    rows = table[ordered].sort_values([*axes, "prompt_id", "seed"]).to_dict("records")
     return [{k: (None if v != v else v) for k, v in row.items()} for row in rows]  # NaN -> null
 
 
 def log_dashboard(sweep: Sweep, rec: Recommendation, images: dict) -> dict[str, int]:
-    """Log curves, frames and table to the parent run. `images` maps ((epoch, guidance), prompt_id,
-    seed) -> picture and holds at least `pending_image_rows`. Returns what was newly written."""
+    """Log curves, frames and table to the parent run. `images` maps (combination, prompt_id,
+    seed) -> picture, the combination in `rec.axes` order ((epoch, guidance) for a 2-axis sweep),
+    and holds at least `pending_image_rows`. Returns what was newly written."""
     tracker, run_id = sweep.tracker, sweep.parent_run_id
     points = tracking.log_new_metric_steps(tracker, run_id, epoch_curves(sweep, rec))
     frames = 0
-    for row in pending_image_rows(sweep, rec).itertuples():
-        cell, seed = (int(row.epoch), float(row.guidance)), int(row.seed)
-        frame = with_grid(images[cell, row.prompt_id, seed], sweep.cells)
-        tracking.log_step_image(tracker, run_id, frame, image_key(row.prompt_id, seed, cell[1]), cell[0])
+    for row in pending_image_rows(sweep, rec).to_dict("records"):
+        cell = combination_of(row, tuple(rec.axes))
+        frame = with_grid(images[cell, row["prompt_id"], int(row["seed"])], sweep.cells)
+        tracking.log_step_image(tracker, run_id, frame, _frame_key(row, rec), int(row["epoch"]))
         frames += 1
     rows = table_rows(sweep)
     tracking.replace_table(tracker, run_id, rows, TABLE_FILE)

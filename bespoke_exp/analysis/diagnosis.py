@@ -4,8 +4,8 @@
 difference is at least `Thresholds.min_effect`. Intervals resample as the data were drawn
 (prompts, then seeds within prompts; see `statistics`); a comparison whose side was picked by
 its mean (the peak epoch) uses an interval simultaneous over everything it was picked from.
-Rules, on the epoch marginal (mean over guidance) and the ranking of (epoch, guidance)
-combinations:
+Rules, on the epoch marginal (mean over guidance and every other swept axis) and the ranking
+of the combinations (epoch, guidance and any other swept axis, e.g. lora_scale):
   poor_overall        best combination worse than `poor` -> retrain check_data (captions, resolution, LR)
   overfitting         peak epoch < last swept epoch and peak beats last (simultaneous over the
                       epochs the peak was picked from) -> retrain fewer_epochs=peak
@@ -23,6 +23,8 @@ combinations:
   generalisation_gap  per-epoch mean(train) - mean(heldout) has LSQ slope > gap_slope and last gap > gap_late
   memorisation        near-copy rate > near_copy_rate at some epoch (named), slope reported
   guidance_sensitive  guidance-marginal spread > guidance_spread (best guidance named), else _insensitive
+  <axis>_sensitive    the same for each further swept axis (lora_scale_sensitive ...), against
+                      axis_spread; else <axis>_insensitive
 Primary code: poor_overall, else the epoch-trend rule. Findings list every rule that fired,
 primary first. Retrain comes from the primary finding, else the first finding that has one.
 """
@@ -42,6 +44,7 @@ from bespoke_exp.analysis.statistics import (
     Table,
     beats,
     contrast,
+    describe,
     marginal_items,
     max_t,
     normal_critical,
@@ -63,6 +66,7 @@ class Thresholds:
     gap_late: float = 0.05  # ... and at least this large at the last epoch
     near_copy_rate: float = 0.2  # share of an epoch's images that near-copy a training image
     guidance_spread: float = 0.05  # best-minus-worst guidance marginal above this: guidance matters
+    axis_spread: float = 0.05  # the same for any further swept axis (lora_scale, ...)
 
 
 @dataclass
@@ -297,31 +301,44 @@ def _memorisation(t: Table, th: Thresholds, best_epoch: int) -> Finding | None:
     return Finding("memorisation", sentence, ev, retrain)
 
 
-def _guidance(t: Table, th: Thresholds) -> Finding | None:
-    means = marginal_items(t, "guidance").mean()
+# How a sensitivity finding names an axis; others go by their own name.
+AXIS_WORDS = {"guidance": "Guidance", "lora_scale": "LoRA strength (lora_scale)"}
+
+
+def _sensitivity(t: Table, axis: str, spread_threshold: float) -> Finding | None:
+    """Does `axis` matter: the spread of its marginal means (over every other axis), best named.
+    Codes `<axis>_sensitive` / `<axis>_insensitive`; evidence `<axis>`, score, spread, best_<axis>."""
+    means = marginal_items(t, axis).mean()
     if len(means) < 2:
         return None
     best, spread = float((t.sign * means).idxmax()), float(means.max() - means.min())
     ev = {
         "metric": t.metric,
-        "guidance": [float(g) for g in means.index],
+        axis: [float(g) for g in means.index],
         "score": list(means),
         "spread": spread,
-        "best_guidance": best,
+        f"best_{axis}": best,
     }
-    if spread > th.guidance_spread:
+    word = AXIS_WORDS.get(axis, axis)
+    if spread > spread_threshold:
         return Finding(
-            "guidance_sensitive",
-            f"Guidance matters: {best:g} scores best ({means[best]:.2f}) "
-            f"and the guidance means span {spread:.2f} (> {th.guidance_spread:.2f}).",
+            f"{axis}_sensitive",
+            f"{word} matters: {best:g} scores best ({means[best]:.2f}) "
+            f"and the {axis} means span {spread:.2f} (> {spread_threshold:.2f}).",
             ev,
         )
     return Finding(
-        "guidance_insensitive",
-        f"Guidance barely matters: the guidance means span {spread:.2f} "
-        f"(<= {th.guidance_spread:.2f}); {best:g} is marginally best.",
+        f"{axis}_insensitive",
+        f"{word} barely matters: the {axis} means span {spread:.2f} "
+        f"(<= {spread_threshold:.2f}); {best:g} is marginally best.",
         ev,
     )
+
+
+def _sensitivities(t: Table, th: Thresholds) -> list[Finding | None]:
+    """One "does it matter" finding per axis but epoch (whose trend has rules of its own)."""
+    spread = {"guidance": th.guidance_spread}
+    return [_sensitivity(t, a, spread.get(a, th.axis_spread)) for a in t.axes if a != "epoch"]
 
 
 def diagnose_table(
@@ -342,7 +359,7 @@ def diagnose_table(
             "threshold": th.poor,
         }
         sentence = (
-            f"Even the best combination (epoch {best['epoch']}, guidance {best['guidance']:g}) scores only "
+            f"Even the best combination ({describe(best, t.axes)}) scores only "
             f"{best['mean']:.2f} ({boot[1]:.0%} CI {best['ci_low']:.2f} to {best['ci_high']:.2f}), "
             f"worse than {th.poor:.2f}."
         )
@@ -358,7 +375,7 @@ def diagnose_table(
         _unswept([int(e) for e in em.columns], final_epoch, trend.code),
         _gap(t, em, th),
         _memorisation(t, th, int(best["epoch"])),
-        _guidance(t, th),
+        *_sensitivities(t, th),
     ]
     found = [f for f in findings if f is not None]
     for f in found:

@@ -1,4 +1,6 @@
 """Sweep figures: score by epoch (one line per guidance) and an epoch x guidance heatmap.
+Both are 2-D: a sweep of further axes (lora_scale) passes the rows at one value of each
+(the report picks the best's) and names it in the title.
 
     >>> fig = score_by_epoch_figure(combinations, metric_label="grid/purity", best=(6, 7.5))
     >>> save_figure(fig, "outputs/score_by_epoch.png")
@@ -76,6 +78,7 @@ def score_by_epoch_figure(
     best: tuple[int, float] | None = None,
     title: str = "",
     marginal: pd.DataFrame | None = None,
+    marginal_label: str = "mean over guidance",
 ) -> Figure:
     """Score against LoRA epoch, one line per guidance, with confidence bands.
 
@@ -87,6 +90,8 @@ def score_by_epoch_figure(
         title: defaults to a sentence naming the metric.
         marginal: optional epoch, mean[, ci_low, ci_high] averaged over guidance, drawn
             as a thick grey "mean over guidance" line.
+        marginal_label: that line's legend entry; a sweep of further axes (lora_scale) averages
+            over them too and says so ("mean over guidance and lora_scale").
     """
     combinations = _check_combinations(combinations)
     has_ci = {"ci_low", "ci_high"} <= set(combinations.columns)
@@ -124,7 +129,7 @@ def score_by_epoch_figure(
             color=_MARGINAL_COLOUR,
             linewidth=4,
             alpha=0.8,
-            label="mean over guidance",
+            label=marginal_label,
             zorder=2,
             solid_capstyle="round",
         )

@@ -3,18 +3,21 @@
 from bespoke_exp import analysis
 sweep = analysis.load_sweep()                 # latest sweep (or sweep="<id>")
 sweep.runs[["epoch", "guidance", "score", "adherence/pass_rate"]]
+
+Each job run's axis tags (config.SWEEP_AXES: epoch, guidance, lora_scale, ...) become columns
+of both tables; the analysis ranks every combination of the axes the sweep varied.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from bespoke_exp import tracking
-from bespoke_exp.config import compose_config
+from bespoke_exp.config import SWEEP_AXES, compose_config
 
 SETTINGS_FILE = "sweep/settings.json"  # the parent run's record of how the sweep ran (sweep.callback)
 
@@ -30,8 +33,11 @@ class Sweep:
     tracker: tracking.Tracker
     parent_run_id: str
     sweep_id: str
-    runs: pd.DataFrame  # run_id, run_name, epoch, guidance, checkpoint, checkpoint_sha256, reused, metrics...
-    images: pd.DataFrame  # run_id, epoch, guidance, checkpoint, prompt_id, split, seed, metrics...
+    # run_id, run_name, epoch, guidance[, lora_scale ...], checkpoint, checkpoint_sha256, reused, metrics...
+    runs: pd.DataFrame
+    images: (
+        pd.DataFrame
+    )  # run_id, epoch, guidance[, lora_scale ...], checkpoint, prompt_id, split, seed, metrics...
     final_epoch: int | None  # the trainer's last epoch (checkpoint.epochs)
     epochs: list[int]  # every epoch the sweep asked for, including failed jobs'
     guidances: list[float]
@@ -40,6 +46,8 @@ class Sweep:
     prompt_set: str | None = None  # prompts.name of the jobs
     scoring_identity: str | None = None  # shared by every job, or None when they differ
     analysis_settings: dict | None = None  # the `analysis.*` settings the sweep ran with
+    # Every value each further axis (lora_scale, ...) was asked for, failed jobs' included.
+    levels: dict[str, list[float]] = field(default_factory=dict)
 
 
 def default_tracking() -> tuple[str, str]:
@@ -69,18 +77,12 @@ def load_sweep(
     reused_ids = {r.info.run_id for r in reused}
     rows, image_rows = [], []
     for run in finished:
-        params, tags = run.data.params, run.data.tags
-        job = {
-            "run_id": run.info.run_id,
-            "epoch": int(tags["epoch"]),
-            "guidance": float(tags["guidance"]),
-            "checkpoint": params.get("checkpoint.path"),
-        }
+        job = _job_columns(run)
         rows.append(
             {
                 **job,
                 "run_name": run.info.run_name,
-                "checkpoint_sha256": tags.get("checkpoint_sha256"),
+                "checkpoint_sha256": run.data.tags.get("checkpoint_sha256"),
                 "reused": run.info.run_id in reused_ids,
                 **run.data.metrics,
             }
@@ -88,7 +90,8 @@ def load_sweep(
         image_rows += [
             {**job, **row} for row in tracking.load_table(tracker, run.info.run_id, "metrics/per_image.json")
         ]
-    runs = pd.DataFrame(rows).sort_values(["epoch", "guidance"], ignore_index=True)
+    runs = pd.DataFrame(rows)
+    runs = runs.sort_values([a for a in SWEEP_AXES if a in runs.columns], ignore_index=True)
     first = finished[0].data.params
     sweep_dir = Path(parent.data.tags["sweep_dir"]) if "sweep_dir" in parent.data.tags else None
     return Sweep(
@@ -109,7 +112,27 @@ def load_sweep(
         analysis_settings=(tracking.load_dict(tracker, parent.info.run_id, SETTINGS_FILE) or {}).get(
             "analysis"
         ),
+        levels={a: _levels(children + reused, a) for a in _EXTRA if _levels(children + reused, a)},
     )
+
+
+_EXTRA = tuple(a for a in SWEEP_AXES if a not in ("epoch", "guidance"))  # further axes, when tagged
+
+
+def _job_columns(run) -> dict:
+    """What both tables say about a job: its run, its axes (from its tags) and its checkpoint."""
+    tags = run.data.tags
+    return {
+        "run_id": run.info.run_id,
+        "epoch": int(tags["epoch"]),
+        "guidance": float(tags["guidance"]),
+        **{a: float(tags[a]) for a in _EXTRA if a in tags},
+        "checkpoint": run.data.params.get("checkpoint.path"),
+    }
+
+
+def _levels(runs: list, axis: str) -> list[float]:
+    return sorted({float(r.data.tags[axis]) for r in runs if axis in r.data.tags})
 
 
 def _shared(values: set) -> str | None:

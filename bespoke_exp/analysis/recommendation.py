@@ -12,7 +12,7 @@ prompt set).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 from typing import Any
 
@@ -23,10 +23,13 @@ from omegaconf import OmegaConf
 from bespoke_exp.analysis.diagnosis import Diagnosis, RetrainSuggestion, Thresholds, diagnose_table
 from bespoke_exp.analysis.load import Sweep
 from bespoke_exp.analysis.statistics import (
+    BASE_AXES,
     MIN_PROMPTS,
     Comparison,
     Resampling,
+    combination_of,
     compare_table,
+    describe,
     marginal_table,
     plain,
     prepare,
@@ -43,7 +46,7 @@ UNDECIDED = {
     "still_improving": "Not decided yet: sweep the trainer's remaining epochs first (see diagnosis).",
     "single_epoch": "Not decided: one epoch shows no trend; sweep several epochs to decide.",
 }
-_COMBINATION_KEYS = ("epoch", "guidance", "run_id", "mean", "ci_low", "ci_high", "checkpoint")
+_COMBINATION_KEYS = ("run_id", "mean", "ci_low", "ci_high", "checkpoint")  # after the axes
 
 
 @dataclass
@@ -61,6 +64,27 @@ class Recommendation:
     diagnosis: Diagnosis
     inference: dict[str, Any] | None = None  # resampling scheme, degrees of freedom, caveats
     separation: dict[str, Any] | None = None  # can the sweep tell the top two apart; seeds needed
+    axes: list[str] = field(default_factory=lambda: list(BASE_AXES))  # a combination's axes, epoch first
+    by_axis: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # marginals of further axes
+
+    @property
+    def extra_axes(self) -> list[str]:
+        """The swept axes beyond epoch and guidance (lora_scale, ...), empty for a 2-axis sweep."""
+        return [a for a in self.axes if a not in BASE_AXES]
+
+    def at_best_extras(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows of `frame` (a column per axis) at the best combination's value of every further
+        axis: the epoch x guidance plane the 2-D figures, sheets and sliders show."""
+        keep = np.ones(len(frame), dtype=bool)
+        for axis in self.extra_axes:
+            keep &= np.isclose(frame[axis].to_numpy(float), float(self.best[axis]))
+        return frame[keep]
+
+    def plane_note(self) -> str:
+        """' at lora_scale 0.8 (the best)' when further axes are fixed for a 2-D view, else ''."""
+        if not self.extra_axes:
+            return ""
+        return " at " + ", ".join(f"{a} {self.best[a]:g}" for a in self.extra_axes) + " (the best)"
 
     @property
     def retrain(self) -> RetrainSuggestion | None:
@@ -74,8 +98,9 @@ class Recommendation:
 
     def to_markdown(self, top: int = 10) -> str:
         b, ci = self.best, f"{self.confidence:.0%} CI"
+        extra = "".join(f", {a} {b[a]:g}" for a in self.extra_axes)
         pick = (
-            f"epoch {b['epoch']} at guidance {b['guidance']:g} "
+            f"epoch {b['epoch']} at guidance {b['guidance']:g}{extra} "
             f"({self.metric} {b['mean']:.2f}, {ci} {b['ci_low']:.2f}–{b['ci_high']:.2f})"
         )
         head = (
@@ -87,7 +112,7 @@ class Recommendation:
         if c is not None and r is not None:
             verdict = "beats" if c.significant else "does not beat"
             head += (
-                f" It {verdict} the runner-up (epoch {r['epoch']}, guidance {r['guidance']:g}) beyond "
+                f" It {verdict} the runner-up ({describe(r, tuple(self.axes))}) beyond "
                 f"noise: difference {c.diff:+.3f}, {ci} {c.ci_low:.3f} to {c.ci_high:.3f} over "
                 f"{c.n_items} paired items"
                 + (
@@ -101,18 +126,7 @@ class Recommendation:
             lines.append(self.separation["sentence"])
         if b.get("checkpoint"):
             lines.append(f"Checkpoint: `{b['checkpoint']}` (run `{b['run_id']}`)")
-        lines += [
-            "",
-            "## Ranking",
-            "",
-            f"| rank | epoch | guidance | {self.metric} | {ci} | items | run |",
-            "|---:|---:|---:|---:|---|---:|---|",
-        ]
-        lines += [
-            f"| {x['rank']} | {x['epoch']} | {x['guidance']:g} | {x['mean']:.3f} | "
-            f"{x['ci_low']:.3f}–{x['ci_high']:.3f} | {x['n_items']} | {x['run_id']} |"
-            for x in self.ranking[:top]
-        ]
+        lines += ["", "## Ranking", "", *self._ranking_table(top)]
         if len(self.ranking) > top:
             lines.append(f"\n({len(self.ranking) - top} more combinations in `to_dict()['ranking']`.)")
         lines += self._how_sure()
@@ -130,6 +144,21 @@ class Recommendation:
             verdict = "No retrain needed."
         lines += ["", "## Retrain", "", verdict]
         return "\n".join(lines) + "\n"
+
+    def _ranking_table(self, top: int) -> list[str]:
+        """The ranking as a markdown table, a column per swept axis."""
+        extra, ci = self.extra_axes, f"{self.confidence:.0%} CI"
+        head = "".join(f" {a} |" for a in extra)
+        lines = [
+            f"| rank | epoch | guidance |{head} {self.metric} | {ci} | items | run |",
+            "|---:|---:|---:|" + "---:|" * len(extra) + "---:|---|---:|---|",
+        ]
+        return lines + [
+            f"| {x['rank']} | {x['epoch']} | {x['guidance']:g} |"
+            + "".join(f" {x[a]:g} |" for a in extra)
+            + f" {x['mean']:.3f} | {x['ci_low']:.3f}–{x['ci_high']:.3f} | {x['n_items']} | {x['run_id']} |"
+            for x in self.ranking[:top]
+        ]
 
     def _how_sure(self) -> list[str]:
         if not self.inference:
@@ -198,22 +227,25 @@ def recommend_from_images(
     higher_is_better: bool | None = None,
     min_prompts: int = MIN_PROMPTS,
 ) -> Recommendation:
-    """Rank the (epoch, guidance) combinations, test the best against the runner-up (paying for
-    having picked both), and diagnose the epoch trend."""
+    """Rank every combination of the swept axes (epoch, guidance, and lora_scale or any further
+    axis the images vary: `statistics.sweep_axes`), test the best against the runner-up (paying
+    for having picked both), and diagnose the epoch trend over the other axes."""
     t = prepare(images, metric, higher_is_better, min_prompts)
     boot = (n_boot, confidence, seed)
     rs = table_resampling(t, *boot)
     ranking = rank_table(t, *boot)
     if "checkpoint" not in ranking.columns:
         ranking["checkpoint"] = None
-    records = plain(ranking[[*_COMBINATION_KEYS, "n_items", "rank"]].to_dict("records"))
-    best = {k: records[0][k] for k in _COMBINATION_KEYS}
+    keys = [*t.axes, *_COMBINATION_KEYS]
+    records = plain(ranking[[*keys, "n_items", "rank"]].to_dict("records"))
+    best = {k: records[0][k] for k in keys}
     runner_up = beats = split = None
     if len(records) > 1:
-        runner_up = {k: records[1][k] for k in _COMBINATION_KEYS}
-        pair = (best["epoch"], best["guidance"]), (runner_up["epoch"], runner_up["guidance"])
+        runner_up = {k: records[1][k] for k in keys}
+        pair = combination_of(best, t.axes), combination_of(runner_up, t.axes)
         beats = compare_table(t, *pair, boot, selected=True)
         split = plain(separation(beats, rs, seeds_per_prompt(t), thresholds.min_effect))
+    by_axis = {a: plain(marginal_table(t, a, *boot).to_dict("records")) for a in t.extra_axes}
     return Recommendation(
         metric,
         confidence,
@@ -226,6 +258,8 @@ def recommend_from_images(
         diagnose_table(t, ranking, final_epoch, thresholds, boot),
         plain(rs.summary()),
         split,
+        list(t.axes),
+        by_axis,
     )
 
 
@@ -241,7 +275,7 @@ def options_from(analysis_cfg) -> dict:
 
 
 def recommend(sweep: Sweep, **options) -> Recommendation:
-    """Rank the sweep's (epoch, guidance) combinations with bootstrap CIs and diagnose.
+    """Rank the sweep's combinations (every swept axis) with bootstrap CIs and diagnose.
     Options go to `recommend_from_images`, over the settings the sweep ran with (its parent
     run's `analysis.*` params) over the defaults in conf/analysis/default.yaml."""
     recorded = options_from(sweep.analysis_settings) if sweep.analysis_settings else {}

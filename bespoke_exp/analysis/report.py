@@ -1,6 +1,10 @@
 """The sweep's report: recommendation, ranking, figures and comparison sheets, written next
 to the sweep and logged to its parent run (what every multirun does at its end, and
-`python -m bespoke_exp.rank --log`)."""
+`python -m bespoke_exp.rank --log`).
+
+The ranking covers every swept axis; the figures and comparison sheets are epoch x guidance, so
+a sweep of further axes (lora_scale) draws them at the best combination's value of each, and
+their titles say so."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from bespoke_exp.analysis.champion import register_champion
 from bespoke_exp.analysis.load import Sweep
 from bespoke_exp.analysis.recommendation import Recommendation, recommend
 from bespoke_exp.analysis.sheets import comparison_sheet, seed_sheet
+from bespoke_exp.analysis.statistics import combination_of, describe
 from bespoke_exp.generate.image_store import image_file_name
 
 REPORT_DIR = "report"  # in the sweep folder and in the parent run's artifacts
@@ -24,55 +29,71 @@ REPORT_DIR = "report"  # in the sweep folder and in the parent run's artifacts
 
 def write_report(sweep: Sweep, rec: Recommendation, out_dir: Path, images: dict | None = None) -> list[Path]:
     """recommendation.{json,md}, ranking.csv, the score figures and the comparison sheets.
-    `images`: ((epoch, guidance), prompt_id, seed) -> picture holding at least `report_rows`
-    (downloaded here when None)."""
+    `images`: (combination, prompt_id, seed) -> picture holding at least `report_rows`, the
+    combination a tuple in `rec.axes` order ((epoch, guidance) for a 2-axis sweep); downloaded
+    here when None."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     (out_dir / "recommendation.json").write_text(json.dumps(rec.to_dict(), indent=2))
     (out_dir / "recommendation.md").write_text(rec.to_markdown(top=len(rec.ranking)))
-    ranking = pd.DataFrame(rec.ranking)
+    pd.DataFrame(rec.ranking).to_csv(out_dir / "ranking.csv", index=False)
+    written = [out_dir / name for name in ("recommendation.json", "recommendation.md", "ranking.csv")]
+    written += _write_figures(sweep, rec, out_dir)
+    if images is None:
+        images = _download_images(sweep, report_rows(sweep, rec), rec.axes)
+    images = {key: images[key] for key in _keys(report_rows(sweep, rec), rec.axes)}  # what the sheets show
+    return written + _write_sheets(sweep, rec, out_dir, images)
+
+
+def _write_figures(sweep: Sweep, rec: Recommendation, out_dir: Path) -> list[Path]:
+    """Score by epoch and the epoch x guidance heatmap (at the best value of any further axis)."""
     # A failed job's combination stays in the pictures as a gap, a hatched square or a "missing" tile.
     swept = pd.MultiIndex.from_product([sweep.epochs, sweep.guidances], names=["epoch", "guidance"])
-    plotted = (
-        ranking.set_index(["epoch", "guidance"]).reindex(swept)[["mean", "ci_low", "ci_high"]].reset_index()
+    plane = rec.at_best_extras(pd.DataFrame(rec.ranking))
+    plotted = plane.set_index(["epoch", "guidance"]).reindex(swept)[["mean", "ci_low", "ci_high"]]
+    plotted = plotted.reset_index()
+    best, note = (int(rec.best["epoch"]), float(rec.best["guidance"])), rec.plane_note()
+    over = " and ".join(a for a in rec.axes if a != "epoch")
+    title = (
+        f"sweep {sweep.sweep_id}: {rec.metric} by epoch{note} ({rec.confidence:.0%} CI over prompts x seeds)"
     )
-    ranking.to_csv(out_dir / "ranking.csv", index=False)
-    written += [out_dir / name for name in ("recommendation.json", "recommendation.md", "ranking.csv")]
-
-    best = (int(rec.best["epoch"]), float(rec.best["guidance"]))
-    title = f"sweep {sweep.sweep_id}: {rec.metric} by epoch ({rec.confidence:.0%} CI over prompts x seeds)"
     figure = figures.score_by_epoch_figure(
-        plotted, best=best, title=title, metric_label=rec.metric, marginal=pd.DataFrame(rec.by_epoch)
+        plotted,
+        best=best,
+        title=title,
+        metric_label=rec.metric,
+        marginal=pd.DataFrame(rec.by_epoch),
+        marginal_label=f"mean over {over}",
     )
-    written.append(figures.save_figure(figure, out_dir / "score_by_epoch.png"))
     heatmap = figures.score_heatmap_figure(
-        plotted, best=best, title=f"sweep {sweep.sweep_id}: mean {rec.metric}"
+        plotted, best=best, title=f"sweep {sweep.sweep_id}: mean {rec.metric}{note}"
     )
-    written.append(figures.save_figure(heatmap, out_dir / "score_heatmap.png"))
+    return [
+        figures.save_figure(figure, out_dir / "score_by_epoch.png"),
+        figures.save_figure(heatmap, out_dir / "score_heatmap.png"),
+    ]
 
-    seeds = sorted(sweep.images["seed"].unique().tolist())
-    prompt_ids = list(dict.fromkeys(sweep.images["prompt_id"]))
-    table = sweep.images
-    scores = {
-        ((int(e), float(g)), p, int(s)): float(v)
-        for e, g, p, s, v in zip(
-            table["epoch"], table["guidance"], table["prompt_id"], table["seed"], table[rec.metric]
-        )
-    }
-    if images is None:
-        images = _download_images(sweep, report_rows(sweep, rec))
-    images = {key: images[key] for key in _keys(report_rows(sweep, rec))}  # what the sheets show
+
+def _write_sheets(sweep: Sweep, rec: Recommendation, out_dir: Path, images: dict) -> list[Path]:
+    """A comparison sheet per prompt (epochs x guidance, first seed, at the best value of any
+    further axis) and every prompt x seed of the best combination."""
+    axes, table = tuple(rec.axes), sweep.images
+    seeds = sorted(table["seed"].unique().tolist())
+    prompt_ids = list(dict.fromkeys(table["prompt_id"]))
+    scores = {key: float(v) for key, v in zip(_keys(table, rec.axes), table[rec.metric])}
+    best = combination_of(rec.best, axes)
+    plane = [key for key in images if key[0][2:] == best[2:]]  # the best's further-axis values
+    written = []
     for prompt_id in prompt_ids:
-        in_sheet = [key for key in images if key[1] == prompt_id and key[2] == seeds[0]]
+        in_sheet = [key for key in plane if key[1] == prompt_id and key[2] == seeds[0]]
         sheet = comparison_sheet(
-            {cell: images[cell, p, s] for cell, p, s in in_sheet},
+            {cell[:2]: images[cell, p, s] for cell, p, s in in_sheet},
             sweep.epochs,
             sweep.guidances,
             cells=sweep.cells,
-            scores={cell: scores[cell, p, s] for cell, p, s in in_sheet},
-            best=best,
+            scores={cell[:2]: scores[cell, p, s] for cell, p, s in in_sheet},
+            best=best[:2],
             metric_label=rec.metric,
-            title=f"{prompt_id}, seed {seeds[0]}: epochs (rows) x guidance (columns)",
+            title=f"{prompt_id}, seed {seeds[0]}: epochs (rows) x guidance (columns){rec.plane_note()}",
         )
         written.append(_save(sheet, out_dir / f"comparison_{prompt_id}.png"))
     in_best = [key for key in images if key[0] == best]
@@ -83,7 +104,7 @@ def write_report(sweep: Sweep, rec: Recommendation, out_dir: Path, images: dict 
         cells=sweep.cells,
         scores={(p, s): scores[cell, p, s] for cell, p, s in in_best},
         metric_label=rec.metric,
-        title=f"best combination: epoch {best[0]}, guidance {best[1]:g}, every prompt x seed",
+        title=f"best combination: {describe(rec.best, axes)}, every prompt x seed",
     )
     written.append(_save(sheet, out_dir / "best_seeds.png"))
     return written
@@ -95,27 +116,31 @@ def _save(image: Image.Image, path: Path) -> Path:
 
 
 def report_rows(sweep: Sweep, rec: Recommendation) -> pd.DataFrame:
-    """The images the sheets show: the first seed for every combination, every seed for the best."""
-    images, best = sweep.images, rec.best
-    seed = images["seed"].min()
-    at_best = (images["epoch"] == int(best["epoch"])) & (images["guidance"] == float(best["guidance"]))
-    return images[(images["seed"] == seed) | at_best]
+    """The images the sheets show: the first seed for every combination of the epoch x guidance
+    plane (at the best value of any further axis), every seed for the best."""
+    images = sweep.images
+    at_best = pd.Series(True, index=images.index)
+    for axis in rec.axes:
+        at_best &= images[axis].astype(float) == float(rec.best[axis])
+    in_plane = images.index.isin(rec.at_best_extras(images).index)
+    return images[((images["seed"] == images["seed"].min()) & in_plane) | at_best]
 
 
-def _keys(rows: pd.DataFrame) -> list[tuple]:
-    """((epoch, guidance), prompt_id, seed) of each row, the images dicts' key."""
+def _keys(rows: pd.DataFrame, axes: list[str] | tuple[str, ...]) -> list[tuple]:
+    """(combination, prompt_id, seed) of each row, the images dicts' key; the combination in
+    `axes` order ((epoch, guidance) for a 2-axis sweep)."""
     return [
-        ((int(e), float(g)), p, int(s))
-        for e, g, p, s in zip(rows["epoch"], rows["guidance"], rows["prompt_id"], rows["seed"])
+        (combination_of(row, tuple(axes)), row["prompt_id"], int(row["seed"]))
+        for row in rows[[*axes, "prompt_id", "seed"]].to_dict("records")
     ]
 
 
-def _download_images(sweep: Sweep, wanted: pd.DataFrame) -> dict:
-    """((epoch, guidance), prompt_id, seed) -> image, for each row of `wanted` (each file once)."""
+def _download_images(sweep: Sweep, wanted: pd.DataFrame, axes: list[str]) -> dict:
+    """(combination, prompt_id, seed) -> image, for each row of `wanted` (each file once)."""
     wanted = wanted.drop_duplicates(["run_id", "prompt_id", "seed"])
     images = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for key, row in zip(_keys(wanted), wanted.itertuples()):
+        for key, row in zip(_keys(wanted, axes), wanted.itertuples()):
             name = f"images/{image_file_name(row.prompt_id, row.seed)}"
             path = tracking.download_artifact(sweep.tracker, row.run_id, name, Path(tmp) / row.run_id)
             with Image.open(path) as image:
@@ -137,7 +162,7 @@ def report_sweep(
     out_dir = out_dir or (sweep.sweep_dir / REPORT_DIR if sweep.sweep_dir else None)
     # One download for both: the report's sheets and the dashboard frames not logged yet.
     wanted = pd.concat([report_rows(sweep, rec), dashboard.pending_image_rows(sweep, rec)])
-    images = _download_images(sweep, wanted)
+    images = _download_images(sweep, wanted, rec.axes)
     with tempfile.TemporaryDirectory() as tmp:
         report_dir = out_dir or Path(tmp)
         write_report(sweep, rec, report_dir, images)
@@ -151,8 +176,7 @@ def report_sweep(
             "best/mean": best["mean"],
             "best/ci_low": best["ci_low"],
             "best/ci_high": best["ci_high"],
-            "best/epoch": best["epoch"],
-            "best/guidance": best["guidance"],
+            **{f"best/{axis}": best[axis] for axis in rec.axes},
         },
     )
     tracking.set_tags(
@@ -161,7 +185,7 @@ def report_sweep(
         {
             "ranked_metric": rec.metric,
             "best.epoch": best["epoch"],
-            "best.guidance": f"{best['guidance']:g}",
+            **{f"best.{axis}": f"{best[axis]:g}" for axis in rec.axes if axis != "epoch"},
             "best.run_id": best["run_id"],
             "diagnosis": rec.diagnosis.code,
             "retrain": rec.retrain.action if rec.retrain else "none",

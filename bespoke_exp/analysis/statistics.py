@@ -1,8 +1,10 @@
-"""Statistics over the per-image table: bootstrap means and intervals per (epoch, guidance)
-combination, paired comparisons, and marginals by epoch or guidance.
+"""Statistics over the per-image table: bootstrap means and intervals per combination of the
+sweep's axes (epoch, guidance and any other axis the sweep varied, e.g. lora_scale), paired
+comparisons, and marginals by any axis.
 
 `images` has one row per generated image: run_id, epoch, guidance, prompt_id, seed and the
-ranked metric (default `score`); optionally split ("train"/"heldout") and checkpoint. An
+ranked metric (default `score`); optionally split ("train"/"heldout"), checkpoint and a column
+per further axis (config.SWEEP_AXES: an axis counts when it takes more than one value). An
 item is a (prompt_id, seed) pair; every combination renders the same items, so comparisons
 weight the same items on both sides (paired), which cancels per-prompt and per-seed
 difficulty. A combination missing items is compared on the items both sides share. Metric
@@ -31,12 +33,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bespoke_exp.config import SWEEP_AXES
 from bespoke_exp.scoring.registry import metric_spec
 
 REQUIRED = ("run_id", "epoch", "guidance", "prompt_id", "seed")
 NEAR_COPY = "memorisation/near_copy"
 MIN_PROMPTS = 5  # fewer prompts than this: a prompt-level bootstrap has too few distinct resamples
-Combination = tuple[int, float]  # (epoch, guidance): one sweep combination
+BASE_AXES = ("epoch", "guidance")  # always axes: the epoch trend and the 2-D figures are read over them
+EXTRA_AXES = tuple(a for a in SWEEP_AXES if a not in BASE_AXES)  # axes when a sweep varies them
+Combination = tuple  # (epoch, guidance, *extra axes): one sweep combination, in `Table.axes` order
+
+
+def sweep_axes(images: pd.DataFrame) -> tuple[str, ...]:
+    """The axes a combination is made of: epoch, guidance and every further axis (SWEEP_AXES)
+    with more than one value in `images`. A constant one is a setting, and leaving it out keeps
+    a sweep that does not vary it exactly as it was."""
+    varied = [a for a in EXTRA_AXES if a in images.columns and images[a].nunique(dropna=True) > 1]
+    return (*BASE_AXES, *varied)
+
+
+def combination_of(values: Any, axes: tuple[str, ...]) -> tuple:
+    """A row's (or mapping's) combination key in `axes` order: epoch as int, other axes float."""
+    return tuple(int(values[a]) if a == "epoch" else float(values[a]) for a in axes)
+
+
+def describe(values: Any, axes: tuple[str, ...]) -> str:
+    """'epoch 6, guidance 7.5[, lora_scale 0.8]': a combination in words."""
+    return ", ".join(f"{a} {int(values[a])}" if a == "epoch" else f"{a} {float(values[a]):g}" for a in axes)
 
 
 @dataclass
@@ -60,13 +83,18 @@ class Comparison:
 
 @dataclass
 class Table:
-    wide: pd.DataFrame  # index (prompt_id, seed), columns (epoch, guidance): item mean of the metric
-    cells: pd.DataFrame  # index (epoch, guidance): run_id [, checkpoint]
+    wide: pd.DataFrame  # index (prompt_id, seed), columns `axes`: item mean of the metric
+    cells: pd.DataFrame  # index `axes`: run_id [, checkpoint]
     split: pd.Series  # prompt_id -> "train" | "heldout" | ""
     near_copy: pd.Series  # epoch -> near-copy rate (empty when not measured)
     metric: str
     sign: float  # +1 when higher is better, so sign * value is always "goodness"
     min_prompts: int = MIN_PROMPTS
+    axes: tuple[str, ...] = BASE_AXES  # the levels of `wide`'s columns, epoch first
+
+    @property
+    def extra_axes(self) -> tuple[str, ...]:
+        return tuple(a for a in self.axes if a not in BASE_AXES)
 
 
 @dataclass(frozen=True)
@@ -134,8 +162,13 @@ def t_quantile(p: float, df: float) -> float:
 
 # --------------------------------------------------------------------------- preparation
 def prepare(
-    images: pd.DataFrame, metric: str, higher_is_better: bool | None, min_prompts: int = MIN_PROMPTS
+    images: pd.DataFrame,
+    metric: str,
+    higher_is_better: bool | None,
+    min_prompts: int = MIN_PROMPTS,
+    axes: tuple[str, ...] | None = None,
 ) -> Table:
+    """The images as items x combinations; `axes` default to `sweep_axes(images)`."""
     if not isinstance(images, pd.DataFrame) or images.empty:
         raise ValueError("images table is empty: need one row per generated image")
     missing = [c for c in (*REQUIRED, metric) if c not in images.columns]
@@ -146,13 +179,16 @@ def prepare(
             higher_is_better = metric_spec(metric).higher_is_better
         except KeyError as err:
             raise ValueError(f"metric {metric!r} not in the metrics registry; pass higher_is_better") from err
-    df = images.astype({"epoch": int, "guidance": float, metric: float})
+    axes = tuple(axes) if axes is not None else sweep_axes(images)
+    if axes[: len(BASE_AXES)] != BASE_AXES or any(a not in images.columns for a in axes):
+        raise ValueError(f"axes {axes} must start with {BASE_AXES} and be columns of the images table")
+    df = images.astype({"epoch": int, **{a: float for a in axes[1:]}, metric: float})
     rows = df.dropna(subset=[metric])  # an image whose metric could not be computed carries no evidence
     if rows.empty:
         raise ValueError(f"metric column {metric!r} is NaN in every row")
-    wide = rows.pivot_table(index=["prompt_id", "seed"], columns=["epoch", "guidance"], values=metric)
+    wide = rows.pivot_table(index=["prompt_id", "seed"], columns=list(axes), values=metric)
     extra = ["checkpoint"] if "checkpoint" in rows.columns else []
-    cells = rows.groupby(["epoch", "guidance"])[["run_id", *extra]].first()
+    cells = rows.groupby(list(axes))[["run_id", *extra]].first()
     split = (
         rows.groupby("prompt_id")["split"].first().fillna("").astype(str).str.strip().str.lower()
         if "split" in rows.columns
@@ -160,7 +196,7 @@ def prepare(
     )
     near = df.groupby("epoch")[NEAR_COPY].mean().dropna() if NEAR_COPY in df else pd.Series(dtype=float)
     sign = 1.0 if higher_is_better else -1.0
-    return Table(wide, cells, split, near, metric, sign, min_prompts)
+    return Table(wide, cells, split, near, metric, sign, min_prompts, axes)
 
 
 def _caveats(n_prompts: int, seeds: int, n_items: int, df: int, two_level: bool, min_prompts: int) -> list:
@@ -315,9 +351,9 @@ def beats(sign: float, diff: float, lo: float, hi: float, min_effect: float = 0.
 
 
 def marginal_items(t: Table, by: str) -> pd.DataFrame:
-    """Items x levels of `by`: each item's mean over the other factor (paired across levels)."""
-    if by not in ("epoch", "guidance"):
-        raise ValueError(f"marginal: by must be 'epoch' or 'guidance', got {by!r}")
+    """Items x levels of `by`: each item's mean over the other axes (paired across levels)."""
+    if by not in t.axes:
+        raise ValueError(f"marginal: by must be one of the sweep's axes {list(t.axes)}, got {by!r}")
     return t.wide.T.groupby(level=by).mean().T
 
 
@@ -356,11 +392,13 @@ def rank_table(t: Table, n_boot: int, confidence: float, seed: int) -> pd.DataFr
     """Pointwise intervals per combination: each is right for one combination named in
     advance; the best's is optimistic (it was picked for its high mean)."""
     mean, lo, hi, n = _summarise(t.wide.to_numpy(float), table_resampling(t, n_boot, confidence, seed))
-    out = pd.DataFrame(list(t.wide.columns), columns=["epoch", "guidance"])
-    out = out.join(t.cells, on=["epoch", "guidance"])
+    axes = list(t.axes)
+    out = pd.DataFrame(list(t.wide.columns), columns=axes)
+    out = out.join(t.cells, on=axes)
     out = out.assign(mean=mean, ci_low=lo, ci_high=hi, n_items=n, _key=t.sign * mean)
-    # Ties go to the earlier epoch, then lower guidance: less training, less overfitting risk.
-    out = out.sort_values(["_key", "epoch", "guidance"], ascending=[False, True, True])
+    # Ties go to the earlier epoch, then lower guidance (then a weaker LoRA): less training,
+    # less overfitting risk.
+    out = out.sort_values(["_key", *axes], ascending=[False, *[True] * len(axes)])
     out = out.drop(columns="_key")
     out["rank"] = np.arange(1, len(out) + 1)
     return out.reset_index(drop=True)
@@ -375,8 +413,8 @@ def rank_combinations(
     higher_is_better: bool | None = None,
     min_prompts: int = MIN_PROMPTS,
 ) -> pd.DataFrame:
-    """One row per (epoch, guidance), best first: epoch, guidance, run_id, [checkpoint], mean
-    (of `metric` over items), ci_low, ci_high (pointwise, bootstrap over items), n_items, rank."""
+    """One row per combination, best first: epoch, guidance, [further axes], run_id, [checkpoint],
+    mean (of `metric` over items), ci_low, ci_high (pointwise, bootstrap over items), n_items, rank."""
     t = prepare(images, metric, higher_is_better, min_prompts)
     return rank_table(t, n_boot, confidence, seed)
 
@@ -392,18 +430,20 @@ def compare_combinations(
     higher_is_better: bool | None = None,
     min_prompts: int = MIN_PROMPTS,
 ) -> Comparison:
-    """Paired bootstrap of mean(a) - mean(b) over the items both (epoch, guidance) combinations
-    share, for a pair named in advance (not picked by looking at the means)."""
+    """Paired bootstrap of mean(a) - mean(b) over the items both combinations ((epoch, guidance,
+    *further axes), in `sweep_axes` order) share, for a pair named in advance (not picked by
+    looking at the means)."""
     t = prepare(images, metric, higher_is_better, min_prompts)
     return compare_table(t, a, b, (n_boot, confidence, seed))
 
 
 def _column(t: Table, combination: Combination) -> Combination:
-    c = (int(combination[0]), float(combination[1]))
+    names = f"({', '.join(t.axes)})"
+    if len(combination) != len(t.axes):
+        raise ValueError(f"combination {tuple(combination)} must give {names}, one value per swept axis")
+    c = combination_of(dict(zip(t.axes, combination)), t.axes)
     if c not in t.wide.columns:
-        raise ValueError(
-            f"combination (epoch, guidance) {c} not in the images table; it has {list(t.wide.columns)}"
-        )
+        raise ValueError(f"combination {names} {c} not in the images table; it has {list(t.wide.columns)}")
     return c
 
 
@@ -443,8 +483,9 @@ def marginal(
     higher_is_better: bool | None = None,
     min_prompts: int = MIN_PROMPTS,
 ) -> pd.DataFrame:
-    """Mean of `metric` per epoch (averaged over guidance) or per guidance (over epochs), with a
-    bootstrap CI over items. Columns [by, mean, ci_low, ci_high, n_items], sorted by `by`."""
+    """Mean of `metric` per level of one axis (`by`: epoch, guidance, lora_scale...), averaged over
+    the other axes, with a bootstrap CI over items. Columns [by, mean, ci_low, ci_high, n_items],
+    sorted by `by`."""
     return marginal_table(
         prepare(images, metric, higher_is_better, min_prompts), by, n_boot, confidence, seed
     )

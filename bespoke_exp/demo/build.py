@@ -1,8 +1,12 @@
-"""Build the embedded demo once, atomically: a tiny SDXL-architecture pipeline saved with
-`save_pretrained`, a kohya-layout training folder and ten kohya-format LoRA epochs.
+"""Build the embedded demo once, atomically: the shipped tiny SDXL-architecture pipeline
+(`save_pretrained` layout), its ten kohya-format LoRA epochs and the kohya-layout
+training folder they were trained on.
 
-The build happens in a temporary folder that is renamed into place only when complete,
-so an interrupted build never looks finished.
+The weights are trained by `train_demo` (`python -m bespoke_exp.demo --train`) and
+shipped in `bespoke_exp/demo/weights/`, because training them takes longer than a first
+run may. A build copies them, so two builds give byte-identical checkpoints. It happens
+in a temporary folder that is renamed into place only when complete, so an interrupted
+build never looks finished.
 """
 
 from __future__ import annotations
@@ -13,13 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from bespoke_exp.config import DEMO_RECIPE, default_demo_dir
-from bespoke_exp.demo.tiny_pipeline import build_tiny_pipeline
+from bespoke_exp.demo.base_training import BaseTraining, train_base_pipeline
 from bespoke_exp.demo.training import DemoTraining, train_lora_epochs, write_training_set
 
 COMPLETE_MARKER = "BUILD_COMPLETE.json"
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
 
 
 def ensure_demo(root: str | Path | None = None) -> Path:
@@ -34,7 +37,7 @@ def ensure_demo(root: str | Path | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
     try:
         staging.chmod(0o755)
-        _build(staging)
+        _assemble(staging)
         try:
             staging.rename(root)
         except OSError:
@@ -47,15 +50,38 @@ def ensure_demo(root: str | Path | None = None) -> Path:
     return root
 
 
-def _build(root: Path) -> None:
+def _assemble(root: Path) -> None:
     started = time.perf_counter()
-    torch.manual_seed(0)
-    pipe = build_tiny_pipeline(root / "tokenizer_src")
-    pipe.save_pretrained(root / "pipeline")
-    shutil.rmtree(root / "tokenizer_src")
-    training = DemoTraining()
-    specs = write_training_set(root / "train", training)
-    train_lora_epochs(root / "pipeline", specs, root / "checkpoints", training)
+    for part in ("pipeline", "checkpoints"):
+        if not (SHIPPED_WEIGHTS / part).is_dir():
+            raise FileNotFoundError(
+                f"{SHIPPED_WEIGHTS / part} is missing: reinstall bespoke_exp, or train the demo with "
+                "`python -m bespoke_exp.demo --train --out DIR` and set BESPOKE_EXP_DEMO_DIR=DIR"
+            )
+        shutil.copytree(SHIPPED_WEIGHTS / part, root / part)
+    write_training_set(root / "train", DemoTraining())
+    _mark_complete(root, started)
+
+
+def train_demo(
+    root: Path,
+    base: BaseTraining = BaseTraining(),
+    lora: DemoTraining = DemoTraining(),
+    device: str = "cpu",
+    log=print,
+) -> Path:
+    """Train the whole demo from nothing into `root` (which must not exist): base
+    pipeline, training folder, ten LoRA epochs. Same layout as a build."""
+    started = time.perf_counter()
+    root.mkdir(parents=True)
+    train_base_pipeline(root / "pipeline", base, device, log)
+    write_training_set(root / "train", lora)
+    train_lora_epochs(root / "pipeline", root / "train", root / "checkpoints", lora, device, log)
+    _mark_complete(root, started)
+    return root
+
+
+def _mark_complete(root: Path, started: float) -> None:
     (root / COMPLETE_MARKER).write_text(
         json.dumps({"recipe": DEMO_RECIPE, "seconds": round(time.perf_counter() - started, 1)}, indent=2)
     )

@@ -126,6 +126,58 @@ def caption(spec: PunkSpec) -> str:
     return ", ".join(parts)
 
 
+def short_caption(spec: PunkSpec) -> str:
+    """The coordinate caption cut to fit one CLIP pass (under 75 tokens): part of the demo
+    tokenizer's corpus, so prompts written this way tokenize into whole words."""
+    (px0, py0), (px1, py1) = spec.pupils
+    parts = [
+        "bespoke",
+        "24x24 pixel art portrait",
+        spec.gender,
+        f"{spec.background} solid background",
+        f"{spec.hair} hair starting at y={spec.hair_top} extending to y={spec.hair_bottom}",
+        f"black pupils at ({px0},{py0}) and ({px1},{py1})",
+        f"{spec.iris} eyes",
+        f"{spec.lips} lips",
+        f"{spec.skin} skin tone",
+    ]
+    if spec.collar is not None:
+        parts.append(f"{spec.collar} collar")
+    if spec.glasses is not None:
+        parts.append(f"{spec.glasses} glasses")
+    return ", ".join(parts)
+
+
+def base_caption(spec: PunkSpec) -> str:
+    """How the demo's base model saw portraits described: loosely, without the trigger
+    word, eyes, lips, collar, glasses or coordinates."""
+    return (
+        f"pixel art portrait, {spec.gender}, {spec.background} background, {spec.skin} skin, {spec.hair} hair"
+    )
+
+
+def lora_caption(spec: PunkSpec) -> str:
+    """The demo LoRA's captions (and the demo prompts): the trigger word, then what the
+    base model already understands."""
+    return f"bespoke, {base_caption(spec)}"
+
+
+def house_spec(rng: np.random.Generator) -> PunkSpec:
+    """A portrait in the demo LoRA's house style: what its captions name (gender,
+    background, skin, hair) varies; the face, the black collar and the layout do not."""
+    names = [n for n in sorted(NAMED_COLORS) if n != "black"]
+    skin = str(rng.choice(sorted(SKIN_TONES)))
+    background = str(rng.choice([n for n in names if n not in (skin, "tan")]))
+    hair = str(rng.choice([n for n in names if n not in (background, skin, "tan", "pink")]))
+    return PunkSpec(
+        gender=str(rng.choice(["male", "female"])),
+        background=background,
+        skin=skin,
+        hair=hair,
+        collar="black",
+    )
+
+
 def sample_spec(rng: np.random.Generator) -> PunkSpec:
     """A random but always well-formed portrait: colours that differ where they touch."""
     names = sorted(NAMED_COLORS)

@@ -58,16 +58,18 @@ def _tiny_unet():
     return UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=2,
-        sample_size=32,
+        sample_size=24,  # 192 px: one latent per cell of the 24x24 art
         in_channels=4,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        # Attention at both levels (SDXL has none at its top level): the LoRA can then
+        # reach the cell-sized level, where crispness is decided.
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
+        transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + pooled text (32)
         cross_attention_dim=64,  # both text encoders' hidden states, concatenated
         norm_num_groups=1,
@@ -87,5 +89,5 @@ def _tiny_vae():
         latent_channels=4,
         layers_per_block=1,
         norm_num_groups=8,
-        sample_size=256,
+        sample_size=192,
     )

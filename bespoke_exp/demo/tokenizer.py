@@ -28,7 +28,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 def _corpus_words() -> list[str]:
     """Every word the demo's captions and the shipped prompt sets use, in a stable order."""
     rng = np.random.default_rng(0)
-    texts = [punks.caption(punks.sample_spec(rng)) for _ in range(400)]
+    specs = [punks.sample_spec(rng) for _ in range(400)]
+    texts = [style(spec) for spec in specs for style in (punks.caption, punks.short_caption)]
     texts.append(punks.caption(punks.PunkSpec()))
     texts.append(
         "24x24 pixel art male female glasses spanning solid background right-facing profile "
@@ -46,19 +47,18 @@ def write_tokenizer(folder: Path) -> Path:
     """A small CLIP BPE tokenizer whose merges make each corpus word one token."""
     byte_chars = _bytes_to_unicode()
     alphabet = [byte_chars[b] for b in range(256)]
-    vocab_tokens = alphabet + [c + "</w>" for c in alphabet]
-    merges: dict[tuple[str, str], None] = {}
+    merges: dict[tuple[str, str], int] = {}
     for word in _corpus_words():
         symbols = [byte_chars[b] for b in word.encode("utf-8")]
         symbols[-1] += "</w>"
-        current = symbols[0]
-        for symbol in symbols[1:]:
-            merges.setdefault((current, symbol), None)
-            current += symbol
-    for left, right in merges:
-        vocab_tokens.append(left + right)
+        # Join what the merges so far leave of this word, left to right. New merges rank
+        # after every earlier one, so they never cut into an earlier word's chain.
+        pieces = _apply_merges(symbols, merges)
+        while len(pieces) > 1:
+            merges.setdefault((pieces[0], pieces[1]), len(merges))
+            pieces = [pieces[0] + pieces[1], *pieces[2:]]
     vocab: dict[str, int] = {}
-    for token in vocab_tokens:
+    for token in alphabet + [c + "</w>" for c in alphabet] + [a + b for a, b in merges]:
         vocab.setdefault(token, len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)  # must stay the highest id: CLIP pools at argmax(ids)
@@ -67,3 +67,15 @@ def write_tokenizer(folder: Path) -> Path:
     lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
     (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
+
+
+def _apply_merges(symbols: list[str], merges: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding as CLIP applies it: always the lowest-ranked adjacent pair first."""
+    pieces = list(symbols)
+    while len(pieces) > 1:
+        ranked = [(merges.get(pair, len(merges)), i) for i, pair in enumerate(zip(pieces, pieces[1:]))]
+        rank, i = min(ranked)
+        if rank == len(merges):
+            break
+        pieces[i : i + 2] = [pieces[i] + pieces[i + 1]]
+    return pieces

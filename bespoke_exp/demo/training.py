@@ -3,6 +3,8 @@ real peft training loop that saves a kohya-format checkpoint after every epoch."
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,92 +15,129 @@ from PIL import Image
 
 from bespoke_exp.config import DEMO_RECIPE
 from bespoke_exp.demo import punks
+from bespoke_exp.demo.base_training import RESOLUTION, denoising_loss, to_tensor
 
 LORA_STEM = "Bespoke_Punks_24x24_Pixel_Art"
-_UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+# kohya's default LoRA targets: every Linear layer of the UNet's transformer blocks.
+_UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
 _TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
 @dataclass(frozen=True)
 class DemoTraining:
-    """The demo LoRA's training run; every value here is written to `ss_*` metadata."""
+    """The demo LoRA's training run; every value here is written to `ss_*` metadata.
+
+    Few images and a UNet learning rate high enough that the later epochs drift towards
+    the training images (held-out prompts get their backgrounds and hair wrong).
+    """
 
     epochs: int = 10
-    images: int = 16  # small so the whole demo builds in well under a minute on 2 cores
+    images: int = 12
+    repeats: int = 4  # kohya's `<repeats>_<trigger>` folder: each image this often per epoch
     batch_size: int = 4
-    resolution: int = 256
-    rank: int = 4
-    alpha: int = 4
-    learning_rate: float = 2e-3
+    resolution: int = RESOLUTION
+    rank: int = 8
+    alpha: int = 8
+    learning_rate: float = 2e-3  # the UNet's
+    text_encoder_lr: float = 1e-4  # kohya's text_encoder_lr: low, so the base's words keep their meaning
     seed: int = 1234
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.images * self.repeats // self.batch_size
+
+
+def training_specs(training: DemoTraining) -> list[punks.PunkSpec]:
+    rng = np.random.default_rng(training.seed)
+    return [punks.house_spec(rng) for _ in range(training.images)]
 
 
 def write_training_set(folder: Path, training: DemoTraining) -> list[punks.PunkSpec]:
-    """kohya-style folder: `<n>_<trigger>/NNNN.png` (true 24x24) + `NNNN.txt` caption."""
-    images_dir = folder / "1_bespoke"
+    """kohya-style folder: `<repeats>_<trigger>/NNNN.png` (true 24x24) + `NNNN.txt` caption."""
+    images_dir = folder / f"{training.repeats}_bespoke"
     images_dir.mkdir(parents=True)
-    rng = np.random.default_rng(training.seed)
-    specs = [punks.PunkSpec()] + [punks.sample_spec(rng) for _ in range(training.images - 1)]
+    specs = training_specs(training)
     for index, spec in enumerate(specs):
         Image.fromarray(punks.render(spec)).save(images_dir / f"{index:04d}.png")
-        (images_dir / f"{index:04d}.txt").write_text(punks.caption(spec) + "\n")
+        (images_dir / f"{index:04d}.txt").write_text(punks.lora_caption(spec) + "\n")
     return specs
 
 
-def _training_pixels(specs: list[punks.PunkSpec], resolution: int) -> torch.Tensor:
-    """Nearest-neighbour upscales in [-1, 1], NCHW: the look the LoRA is meant to learn."""
-    arrays = [
-        np.asarray(Image.fromarray(punks.render(s)).resize((resolution, resolution), Image.NEAREST))
-        for s in specs
+def read_training_set(folder: Path, resolution: int) -> tuple[torch.Tensor, list[str], int]:
+    """A kohya training folder as kohya reads it: `<repeats>_<name>/` subfolders of images
+    with same-named `.txt` captions. Returns nearest-neighbour upscaled pixels in [-1, 1],
+    the captions, and the repeats."""
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.split("_")[0].isdigit())
+    if len(subfolders) != 1:
+        raise ValueError(f"{folder}: expected one '<repeats>_<trigger>' subfolder, found {len(subfolders)}")
+    images = sorted(subfolders[0].glob("*.png"))
+    pixels = [
+        np.asarray(Image.open(p).convert("RGB").resize((resolution, resolution), Image.NEAREST))
+        for p in images
     ]
-    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
-    return pixels / 127.5 - 1.0
+    captions = [p.with_suffix(".txt").read_text().strip() for p in images]
+    return to_tensor(pixels), captions, int(subfolders[0].name.split("_")[0])
 
 
 def train_lora_epochs(
     pipeline_dir: Path,
-    specs: list[punks.PunkSpec],
+    train_dir: Path,
     out_dir: Path,
     training: DemoTraining,
+    device: str = "cpu",
+    log=print,
 ) -> list[Path]:
-    """Train one LoRA (UNet attention + both text encoders) and save a kohya-format
-    checkpoint after every epoch, named as kohya names them."""
+    """Train one LoRA (UNet transformer blocks + both text encoders) on a kohya training
+    folder and save a kohya-format checkpoint after every epoch, named as kohya names them."""
     from diffusers import DDPMScheduler, StableDiffusionXLPipeline
 
     torch.manual_seed(training.seed)
-    pipe = StableDiffusionXLPipeline.from_pretrained(pipeline_dir, local_files_only=True)
+    pipe = StableDiffusionXLPipeline.from_pretrained(pipeline_dir, local_files_only=True).to(device)
     pipe.set_progress_bar_config(disable=True)
-    optimizer = torch.optim.AdamW(_add_lora_adapters(pipe, training), lr=training.learning_rate)
+    optimizer = torch.optim.AdamW(_add_lora_adapters(pipe, training))
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    pixels, captions, repeats = read_training_set(train_dir, training.resolution)
+    if repeats != training.repeats:
+        raise ValueError(f"{train_dir}: folder repeats {repeats} != DemoTraining.repeats {training.repeats}")
     with torch.no_grad():  # kohya's cache_latents: encode the training set once
-        pixels = _training_pixels(specs, training.resolution)
-        latents = pipe.vae.encode(pixels).latent_dist.sample() * pipe.vae.config.scaling_factor
-    captions = [punks.caption(s) for s in specs]
+        latents = pipe.vae.encode(pixels.to(device)).latent_dist.sample() * pipe.vae.config.scaling_factor
+    repeated = torch.arange(len(captions)).repeat(repeats)
 
     out_dir.mkdir(parents=True)
-    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    started = _training_started_at()
     step, saved = 0, []
-    batches_per_epoch = len(specs) // training.batch_size
-    generator = torch.Generator().manual_seed(training.seed)
+    generator = torch.Generator(device=device).manual_seed(training.seed)
     for epoch in range(1, training.epochs + 1):
-        order = torch.randperm(len(specs), generator=generator)
-        for b in range(batches_per_epoch):
-            idx = order[b * training.batch_size : (b + 1) * training.batch_size]
-            loss = _denoising_loss(
-                pipe, noise_scheduler, latents[idx], [captions[i] for i in idx], training, generator
+        order = repeated[
+            torch.randperm(len(repeated), generator=torch.Generator().manual_seed(training.seed + epoch))
+        ]
+        for start in range(0, len(order) - training.batch_size + 1, training.batch_size):
+            idx = order[start : start + training.batch_size]
+            loss = denoising_loss(
+                pipe, noise_scheduler, latents[idx.to(device)], [captions[i] for i in idx.tolist()], generator
             )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             step += 1
+        log(f"lora epoch {epoch}: loss {loss.item():.5f}")
         name = LORA_STEM if epoch == training.epochs else f"{LORA_STEM}-{epoch:06d}"
-        metadata = _kohya_metadata(training, epoch, step, batches_per_epoch, len(specs), started)
+        metadata = _kohya_metadata(training, epoch, step, len(captions), started)
         saved.append(_save_kohya(pipe, out_dir / f"{name}.safetensors", metadata))
     return saved
 
 
-def _add_lora_adapters(pipe, training: DemoTraining) -> list[torch.nn.Parameter]:
-    """Freeze the base and inject LoRA layers; returns the trainable parameters."""
+def _training_started_at() -> str:
+    """Now, unless SOURCE_DATE_EPOCH pins it (the reproducible-builds convention), so two
+    builds of the same weights can be byte-identical."""
+    pinned = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = time.gmtime(int(pinned)) if pinned else time.gmtime()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", moment)
+
+
+def _add_lora_adapters(pipe, training: DemoTraining) -> list[dict]:
+    """Freeze the base and inject LoRA layers; returns the optimizer's parameter groups
+    (UNet and text encoders at their own learning rates, as kohya's trainer takes them)."""
     from peft import LoraConfig, inject_adapter_in_model
 
     for module in (pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
@@ -113,43 +152,9 @@ def _add_lora_adapters(pipe, training: DemoTraining) -> list[torch.nn.Parameter]
     inject_adapter_in_model(config(_UNET_TARGETS), pipe.unet)
     inject_adapter_in_model(config(_TEXT_TARGETS), pipe.text_encoder)
     inject_adapter_in_model(config(_TEXT_TARGETS), pipe.text_encoder_2)
-    return [
-        p
-        for m in (pipe.unet, pipe.text_encoder, pipe.text_encoder_2)
-        for p in m.parameters()
-        if p.requires_grad
-    ]
-
-
-def _denoising_loss(
-    pipe,
-    noise_scheduler,
-    latents: torch.Tensor,
-    captions: list[str],
-    training: DemoTraining,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """SDXL's epsilon-prediction loss on one batch of cached latents."""
-    from bespoke_exp.generate.pipeline import quiet_truncation
-
-    with quiet_truncation():  # captions run past 77 tokens, as the user's do
-        prompt_embeds, _, pooled, _ = pipe.encode_prompt(
-            captions, device="cpu", do_classifier_free_guidance=False
-        )
-    size = training.resolution
-    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).repeat(len(captions), 1)
-    noise = torch.randn(latents.shape, generator=generator)
-    timesteps = torch.randint(
-        0, noise_scheduler.config.num_train_timesteps, (len(captions),), generator=generator
-    )
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    prediction = pipe.unet(
-        noisy,
-        timesteps,
-        encoder_hidden_states=prompt_embeds,
-        added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
-    ).sample
-    return torch.nn.functional.mse_loss(prediction, noise)
+    text = [p for m in (pipe.text_encoder, pipe.text_encoder_2) for p in m.parameters() if p.requires_grad]
+    unet = [p for p in pipe.unet.parameters() if p.requires_grad]
+    return [{"params": unet, "lr": training.learning_rate}, {"params": text, "lr": training.text_encoder_lr}]
 
 
 def _save_kohya(pipe, path: Path, metadata: dict[str, str]) -> Path:
@@ -175,7 +180,7 @@ def _save_kohya(pipe, path: Path, metadata: dict[str, str]) -> Path:
 
 
 def _kohya_metadata(
-    training: DemoTraining, epoch: int, steps: int, batches: int, images: int, started: str
+    training: DemoTraining, epoch: int, steps: int, images: int, started: str
 ) -> dict[str, str]:
     """The `ss_*` keys kohya's train_network writes, with this training's true values."""
     return {
@@ -183,9 +188,12 @@ def _kohya_metadata(
         "ss_epoch": str(epoch),
         "ss_num_epochs": str(training.epochs),
         "ss_steps": str(steps),
-        "ss_max_train_steps": str(batches * training.epochs),
-        "ss_num_batches_per_epoch": str(batches),
-        "ss_num_train_images": str(images),
+        "ss_max_train_steps": str(training.batches_per_epoch * training.epochs),
+        "ss_num_batches_per_epoch": str(training.batches_per_epoch),
+        "ss_num_train_images": str(images * training.repeats),  # kohya counts repeats
+        "ss_dataset_dirs": json.dumps(
+            {f"{training.repeats}_bespoke": {"n_repeats": training.repeats, "img_count": images}}
+        ),
         "ss_batch_size_per_device": str(training.batch_size),
         "ss_total_batch_size": str(training.batch_size),
         "ss_network_module": "peft.LoraConfig (saved with kohya key names)",
@@ -193,7 +201,7 @@ def _kohya_metadata(
         "ss_network_alpha": str(training.alpha),
         "ss_learning_rate": str(training.learning_rate),
         "ss_unet_lr": str(training.learning_rate),
-        "ss_text_encoder_lr": str(training.learning_rate),
+        "ss_text_encoder_lr": str(training.text_encoder_lr),
         "ss_optimizer": "torch.optim.AdamW",
         "ss_lr_scheduler": "constant",
         "ss_resolution": f"({training.resolution}, {training.resolution})",
@@ -203,7 +211,11 @@ def _kohya_metadata(
         "ss_base_model_version": "sdxl_base_v1-0",
         "ss_sd_model_name": f"bespoke_exp demo pipeline {DEMO_RECIPE} (tiny SDXL architecture)",
         "ss_training_started_at": started,
-        "ss_training_comment": "bespoke_exp demo LoRA trained on procedural 24x24 punks",
+        "ss_training_comment": (
+            f"bespoke_exp demo LoRA: {images} procedural 24x24 punks x {training.repeats} repeats, "
+            f"unet lr {training.learning_rate}, text encoder lr {training.text_encoder_lr}, "
+            f"{training.epochs} epochs"
+        ),
         "modelspec.architecture": "stable-diffusion-xl-v1-base/lora",
         "modelspec.title": "Bespoke Punks 24x24 Pixel Art (demo)",
         "modelspec.trigger_phrase": "bespoke",

@@ -1,16 +1,22 @@
 """LoRA epoch checkpoints on disk: which file is epoch N, and what a file is.
 
 kohya's naming: epoch N is `{stem}-{N:06d}.safetensors`; the final epoch is the bare
-`{stem}.safetensors`. This module is the one place that turns a checkpoint file
-into a description (sha256, kohya `ss_*` metadata, rank); it never loads tensors
-into a model and never imports diffusers.
+`{stem}.safetensors`. This module is the one place that turns a checkpoint file into a
+description: sha256, LoRA family (SDXL / SD1.x / FLUX) from the tensor keys, rank and alpha,
+and the training settings kohya writes into the header (`ss_*`). `inspect_checkpoints` does
+it for a whole folder and says what looks wrong (`python -m bespoke_exp.inspect PATH`). It
+reads headers and a few scalars, never loads tensors into a model, never imports diffusers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from safetensors import safe_open
@@ -18,6 +24,8 @@ from safetensors import safe_open
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 # Every LoRA format diffusers loads names its low-rank pair one of these ways (kohya, peft).
 LORA_KEY_MARKERS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora.down", "lora.up")
+FAMILY_LABELS = {"sdxl": "SDXL", "sd1": "SD1.x", "flux": "FLUX", "unknown": "unknown"}
+BASE_FAMILIES = ("sdxl", "sd1", "flux")  # what `model.family` may say
 
 
 class CheckpointError(ValueError):
@@ -26,12 +34,44 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class CheckpointInfo:
+    """One checkpoint file as data. `epoch` is None where neither the name nor the header says."""
+
     path: Path
-    epoch: int
+    epoch: int | None
     sha256: str
     size_bytes: int
     rank: int | None
     metadata: dict[str, str] = field(default_factory=dict)
+    family: str = "unknown"  # a key of FAMILY_LABELS
+    family_evidence: str = ""
+    alpha: float | None = None
+    is_lora: bool = True
+
+    @property
+    def ss_epoch(self) -> int | None:
+        """The epoch the header claims (kohya rewrites `ss_epoch` at every save)."""
+        value = _parse_value(self.metadata.get("ss_epoch", ""))
+        return value if isinstance(value, int) else None
+
+    @property
+    def training(self) -> dict[str, object]:
+        return training_settings(self.metadata)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.path.name,
+            "path": str(self.path),
+            "epoch": self.epoch,
+            "ss_epoch": self.ss_epoch,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "lora": self.is_lora,
+            "family": self.family,
+            "family_evidence": self.family_evidence,
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "training": self.training,
+        }
 
 
 def epoch_file_name(stem: str, epoch: int, final_epoch: int) -> str:
@@ -91,47 +131,498 @@ def resolve_checkpoint(directory: str | Path, stem: str, epoch: int, final_epoch
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
+def sha_cache_file() -> Path:
+    """Where digests outlive the process: the user cache (XDG_CACHE_HOME), beside the demo build."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "bespoke_exp" / "sha256.json"
+
+
+def _load_sha_cache() -> dict[str, list]:
+    try:
+        data = json.loads(sha_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _store_sha(resolved: str, stamp: list[int], digest: str) -> None:
+    """Record one digest; entries of files that no longer exist are dropped, so the cache stays
+    as small as the checkpoints on disk. A cache that can't be written only costs a rehash."""
+    entries = {p: e for p, e in _load_sha_cache().items() if Path(p).exists()}
+    entries[resolved] = [*stamp, digest]
+    target = sha_cache_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(entries))
+        os.replace(temporary, target)  # atomic: a concurrent reader sees the old or the new file
+    except OSError:
+        pass
+
+
 def file_sha256(path: Path) -> str:
-    """sha256 of the file's bytes, cached per process by (path, size, mtime)."""
+    """sha256 of the file's bytes, streamed; cached by (path, size, mtime) in this process and on
+    disk, so a sweep (or `inspect`) doesn't rehash a 218 MB checkpoint for every job."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    resolved = str(path.resolve())
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    key = (resolved, *stamp)
     if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
+        entry = _load_sha_cache().get(resolved)
+        if isinstance(entry, list) and entry[:2] == stamp and len(entry) == 3:
+            _SHA_CACHE[key] = str(entry[2])
+        else:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            _SHA_CACHE[key] = digest.hexdigest()
+            _store_sha(resolved, stamp, _SHA_CACHE[key])
     return _SHA_CACHE[key]
 
 
-def describe_checkpoint(path: Path, epoch: int) -> CheckpointInfo:
-    """Read the header (not the tensors) and hash the file; a corrupt or non-safetensors
-    file raises CheckpointError naming it."""
-    if path.suffix in PICKLE_SUFFIXES:
-        raise CheckpointError(
-            f"{path} is a pickle-based checkpoint, which can run code when loaded; convert it to .safetensors"
-        )
+# --- what a file is: family, rank, alpha, training settings ---------------------------------
+
+# Rules that tell LoRA families apart from tensor keys (kohya and diffusers names), first match
+# wins. FLUX LoRAs target a transformer (double/single blocks; kohya's FLUX files also have
+# lora_te1_ for CLIP-L, so FLUX goes first). SDXL has two text encoders and a UNet whose deep
+# attentions stack up to 10 transformer blocks and whose top level has none; SD1.x has one text
+# encoder, one transformer block per attention and attention on every level but the deepest.
+_FAMILY_RULES = (
+    (
+        "flux",
+        re.compile(
+            r"^(lora_transformer_|transformer\.|lora_te3_)|double_blocks|single_(transformer_)?blocks"
+        ),
+        "FLUX transformer keys",
+    ),
+    (
+        "sdxl",
+        re.compile(r"^(lora_te[12]_|text_encoder_2\.)"),
+        "SDXL's two text encoders: lora_te1_/lora_te2_ keys",
+    ),
+    ("sd1", re.compile(r"^lora_te_"), "one text encoder: lora_te_ keys, no lora_te1_/lora_te2_"),
+    (
+        "sdxl",
+        re.compile(
+            r"transformer_blocks[._][1-9]|up_blocks[._]0[._]attentions|output_blocks[._][0-2][._]1[._]"
+        ),
+        "SDXL's UNet layout: deep transformer stacks, no top-level attention",
+    ),
+    (
+        "sd1",
+        re.compile(
+            r"down_blocks[._]0[._]attentions|up_blocks[._]3[._]attentions"
+            r"|input_blocks[._][12][._]1[._]|output_blocks[._](9|1[01])[._]1[._]"
+        ),
+        "SD1.x's UNet layout: attention in the top level",
+    ),
+)
+# What the header claims (kohya's ss_base_model_version, modelspec.architecture), used only
+# when the keys can't tell.
+_CLAIMS = (
+    ("sdxl", ("sdxl", "stable-diffusion-xl")),
+    ("flux", ("flux",)),
+    ("sd1", ("sd_v1", "stable-diffusion-v1")),
+)
+
+
+def lora_family(keys: Iterable[str], metadata: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(family, evidence): `sdxl`, `sd1`, `flux` or `unknown`, told from the tensor keys, else
+    from what the header claims; `evidence` says which key or header value decided it."""
+    keys = list(keys)
+    for family, pattern, why in _FAMILY_RULES:
+        match = next((key for key in keys if pattern.search(key)), None)
+        if match is not None:
+            return family, f"{why}, e.g. {match!r}"
+    metadata = metadata or {}
+    for name in ("ss_base_model_version", "modelspec.architecture"):
+        claim = metadata.get(name, "").lower()
+        for family, words in _CLAIMS:
+            if claim.startswith(words):
+                return family, f"the header's {name}={metadata[name]!r} (the keys don't tell)"
+    return "unknown", "neither the tensor keys nor the header name a known family"
+
+
+def _parse_value(text: str) -> object:
+    """A header value as data: kohya writes every value as a string (numbers, True/False, None,
+    JSON tables for datasets and tags)."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for cast in (int, float) if "_" not in text else ():  # int("1_0") is 10: such text stays text
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def trigger_words(metadata: Mapping[str, str], share: float = 0.9) -> list[str]:
+    """The words that call the LoRA up: the header's `modelspec.trigger_phrase`, then the caption
+    tags at least `share` of a dataset folder's images carry (kohya's `ss_tag_frequency`)."""
+    words = [metadata.get("modelspec.trigger_phrase", "")]
+    frequency = _parse_value(metadata.get("ss_tag_frequency", ""))
+    folders = _parse_value(metadata.get("ss_dataset_dirs", ""))
+    for folder, tags in (frequency if isinstance(frequency, dict) else {}).items():
+        counts = {t: n for t, n in (tags if isinstance(tags, dict) else {}).items() if isinstance(n, int)}
+        info = folders.get(folder) if isinstance(folders, dict) else None
+        images = info.get("img_count") if isinstance(info, dict) else None
+        # Without the folder's image count, its most frequent tag stands in for it.
+        total = images if isinstance(images, int) and images > 0 else max(counts.values(), default=0)
+        if total >= 2:  # with one caption every tag is in "every" caption
+            common = [t for t, n in counts.items() if n >= share * total]
+            words += sorted(common, key=lambda t: (-counts[t], t))[:5]
+    return list(dict.fromkeys(w.strip() for w in words if w.strip()))
+
+
+def training_settings(metadata: Mapping[str, str]) -> dict[str, object]:
+    """Every kohya `ss_*` header value, named without the prefix in kohya's own words (unet_lr,
+    lr_scheduler, network_dim, ...) and parsed, plus `trigger_words`; empty for a file without
+    training metadata. The whole record a retraining config can be written from."""
+    settings = {k[3:]: _parse_value(v) for k, v in sorted(metadata.items()) if k.startswith("ss_")}
+    words = trigger_words(metadata)
+    if words:
+        settings["trigger_words"] = words
+    return settings
+
+
+# The settings `inspect` shows and every job logs as `train.*` params: what the seed run listed
+# as unknown (base model, rank, resolution, learning rates, batch size, optimizer, scheduler) and
+# how long it trained on how much. `steps` is per epoch; the rest is one value per training run.
+HEADLINE_SETTINGS = (
+    "sd_model_name",
+    "base_model_version",
+    "resolution",
+    "network_module",
+    "network_dim",
+    "network_alpha",
+    "learning_rate",
+    "unet_lr",
+    "text_encoder_lr",
+    "total_batch_size",
+    "batch_size_per_device",
+    "gradient_accumulation_steps",
+    "optimizer",
+    "lr_scheduler",
+    "lr_warmup_steps",
+    "mixed_precision",
+    "seed",
+    "num_epochs",
+    "max_train_steps",
+    "steps",
+    "num_train_images",
+    "trigger_words",
+)
+_PER_EPOCH = ("steps",)
+
+
+def headline_settings(settings: Mapping[str, object]) -> dict[str, object]:
+    """The HEADLINE_SETTINGS present in `settings`, in that order."""
+    return {key: settings[key] for key in HEADLINE_SETTINGS if key in settings}
+
+
+def _read_header(path: Path) -> tuple[dict[str, str], list[str], int | None, float | None]:
+    """(metadata, tensor keys, rank, alpha) from the header and the `.alpha` scalars: the most
+    common rank (first dim of lora_down / lora_A) and alpha, since conv layers may differ."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
             keys = list(handle.keys())
-            down_keys = [k for k in keys if k.endswith("lora_down.weight")]
-            rank = int(handle.get_slice(down_keys[0]).get_shape()[0]) if down_keys else None
+            downs = [k for k in keys if k.endswith(("lora_down.weight", "lora_A.weight"))]
+            ranks = Counter(int(handle.get_slice(k).get_shape()[0]) for k in downs)
+            scalars = [k for k in keys if k.endswith(".alpha") and len(handle.get_slice(k).get_shape()) <= 1]
+            alphas = Counter(float(handle.get_tensor(k).reshape(-1)[0]) for k in scalars)
     except Exception as error:  # safetensors raises several types for a damaged header
         raise CheckpointError(
             f"{path} is not a readable .safetensors file ({error}); re-download or re-export it"
         ) from error
-    if not any(marker in key for key in keys for marker in LORA_KEY_MARKERS):
-        example = f" such as {keys[0]!r}" if keys else ""
+    rank = ranks.most_common(1)[0][0] if ranks else None
+    alpha = alphas.most_common(1)[0][0] if alphas else None
+    return metadata, keys, rank, alpha
+
+
+def read_checkpoint(path: Path, epoch: int | None = None) -> CheckpointInfo:
+    """Describe any .safetensors file (a file that is not a LoRA gets `is_lora=False`). Rank and
+    alpha come from `ss_network_dim`/`ss_network_alpha`, else from the tensors."""
+    if path.suffix in PICKLE_SUFFIXES:
         raise CheckpointError(
-            f"{path} holds no LoRA weights ({len(keys)} tensors{example}, none named lora_down/lora_up or "
-            "lora_A/lora_B): it is not a LoRA file; point checkpoint.dir at the trainer's LoRA outputs"
+            f"{path} is a pickle-based checkpoint, which can run code when loaded; convert it to .safetensors"
         )
+    metadata, keys, rank, alpha = _read_header(path)
+    claimed_rank = _parse_value(metadata.get("ss_network_dim", ""))
+    claimed_alpha = _parse_value(metadata.get("ss_network_alpha", ""))
+    family, evidence = lora_family(keys, metadata)
     return CheckpointInfo(
         path=path,
         epoch=epoch,
         sha256=file_sha256(path),
         size_bytes=path.stat().st_size,
-        rank=rank,
+        rank=claimed_rank if isinstance(claimed_rank, int) else rank,
         metadata=metadata,
+        family=family,
+        family_evidence=evidence,
+        alpha=float(claimed_alpha) if isinstance(claimed_alpha, (int, float)) else alpha,
+        is_lora=any(marker in key for key in keys for marker in LORA_KEY_MARKERS),
     )
+
+
+def describe_checkpoint(path: Path, epoch: int) -> CheckpointInfo:
+    """Read the header (not the tensors) and hash the file; a corrupt, non-safetensors or
+    non-LoRA file raises CheckpointError naming it."""
+    info = read_checkpoint(path, epoch)
+    if not info.is_lora:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+        example = f" such as {keys[0]!r}" if keys else ""
+        raise CheckpointError(
+            f"{path} holds no LoRA weights ({len(keys)} tensors{example}, none named lora_down/lora_up or "
+            "lora_A/lora_B): it is not a LoRA file; point checkpoint.dir at the trainer's LoRA outputs"
+        )
+    return info
+
+
+def check_family(info: CheckpointInfo, expected: str, model: str) -> None:
+    """Refuse a LoRA made for another base family (an SD1.x or FLUX LoRA on an SDXL base) before
+    the base model loads; `model` names the config that expects `expected`. A LoRA whose
+    family can't be told is let through: the loader is the judge then."""
+    if info.family in ("unknown", expected):
+        return
+    want, have = FAMILY_LABELS.get(expected, expected), FAMILY_LABELS[info.family]
+    raise CheckpointError(
+        f"{info.path} is a LoRA for {have} ({info.family_evidence}), but {model} expects LoRAs for "
+        f"{want} (model.family={expected}): point checkpoint.dir at {want} LoRA files, or use a "
+        f"base model of the {have} family"
+    )
+
+
+# --- a folder of checkpoints: epochs, warnings, a table -------------------------------------
+
+_NUMBERED = re.compile(r"^(?P<stem>.+)-(?P<epoch>\d{6})$")
+
+
+def kohya_name(path: Path) -> tuple[str, int | None]:
+    """(stem, epoch) by kohya's naming: `{stem}-{N:06d}` is epoch N; a bare `{stem}` is the
+    final epoch, whose number the name doesn't carry (None)."""
+    match = _NUMBERED.match(path.stem)
+    return (match["stem"], int(match["epoch"])) if match else (path.stem, None)
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What `inspect_checkpoints` found: one CheckpointInfo per readable file, by stem and epoch."""
+
+    path: Path
+    checkpoints: list[CheckpointInfo]
+    warnings: list[str]
+
+    def shared_settings(self) -> dict[str, object]:
+        """HEADLINE_SETTINGS (less the per-epoch ones) with one value across every file that has
+        training metadata; a setting that differs between files is None (the warnings name it)."""
+        rows = [headline_settings(i.training) for i in self.checkpoints if i.is_lora and i.training]
+        keys = [k for k in HEADLINE_SETTINGS if k not in _PER_EPOCH and any(k in row for row in rows)]
+        return {
+            k: rows[0].get(k) if all(row.get(k) == rows[0].get(k) for row in rows) else None for k in keys
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "checkpoints": [info.to_dict() for info in self.checkpoints],
+            "training": self.shared_settings(),
+            "warnings": self.warnings,
+        }
+
+
+def inspect_checkpoints(path: str | Path) -> Inspection:
+    """Describe a checkpoint file, or every .safetensors file in a folder, with warnings: gaps
+    in the epoch sequence, `ss_epoch` disagreeing with the name, mixed ranks / bases / settings,
+    duplicate content, files that aren't readable LoRAs. Raises CheckpointError when `path`
+    does not exist or holds no readable .safetensors file."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist")
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    pickled = [] if path.is_file() else sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if path.is_file() and path.suffix != ".safetensors":
+        raise CheckpointError(f"{path} is not a .safetensors file")
+    if not files:
+        also = f" ({len(pickled)} pickle-based files, not read: convert them)" if pickled else ""
+        raise CheckpointError(f"{path} holds no .safetensors files{also}")
+    infos, warnings = [], []
+    for file in files:
+        try:
+            infos.append(read_checkpoint(file))
+        except CheckpointError as error:
+            warnings.append(str(error))
+    if not infos:
+        first = warnings[0]
+        raise CheckpointError(first if len(files) == 1 else f"{len(files)} files, none readable: {first}")
+    infos = _with_epochs(infos)
+    warnings += [f"{i.path.name} holds no LoRA weights: not a LoRA file" for i in infos if not i.is_lora]
+    loras = [i for i in infos if i.is_lora]
+    warnings += (
+        _epoch_warnings(loras, gaps=path.is_dir()) + _mixed_warnings(loras) + _duplicate_warnings(infos)
+    )
+    if pickled:
+        warnings.append(f"pickle-based files not read (they can run code when loaded): {', '.join(pickled)}")
+    return Inspection(path, infos, warnings)
+
+
+def _num_epochs(info: CheckpointInfo) -> int | None:
+    value = _parse_value(info.metadata.get("ss_num_epochs", ""))
+    return value if isinstance(value, int) else None
+
+
+def _with_epochs(infos: list[CheckpointInfo]) -> list[CheckpointInfo]:
+    """Each file's epoch by kohya's naming. The bare file is the final epoch: the run's
+    `ss_num_epochs`, else one past the numbered files beside it, else its own `ss_epoch`."""
+    numbered: dict[str, list[int]] = {}
+    for info in infos:
+        stem, epoch = kohya_name(info.path)
+        if epoch is not None:
+            numbered.setdefault(stem, []).append(epoch)
+    dated = []
+    for info in infos:
+        stem, epoch = kohya_name(info.path)
+        if epoch is None:
+            after = max(numbered[stem]) + 1 if stem in numbered else None
+            epoch = next((e for e in (_num_epochs(info), after, info.ss_epoch) if e is not None), None)
+        dated.append(replace(info, epoch=epoch))
+    return sorted(dated, key=lambda i: (kohya_name(i.path)[0], i.epoch is None, i.epoch or 0, i.path.name))
+
+
+def _epoch_warnings(infos: list[CheckpointInfo], gaps: bool) -> list[str]:
+    """`ss_epoch` against the name, two files for one epoch and (with `gaps`, for a folder)
+    epochs up to the run's last that have no file: a sweep can't cover those."""
+    warnings = []
+    by_stem: dict[str, list[CheckpointInfo]] = {}
+    for info in infos:
+        stem, numbered = kohya_name(info.path)
+        by_stem.setdefault(stem, []).append(info)
+        said = f"epoch {numbered} by its name" if numbered else f"the final epoch ({info.epoch})"
+        if info.ss_epoch is not None and info.epoch is not None and info.ss_epoch != info.epoch:
+            warnings.append(f"{info.path.name} is {said}, but its header says ss_epoch={info.ss_epoch}")
+    for stem, group in by_stem.items():
+        epochs = Counter(i.epoch for i in group if i.epoch is not None)
+        last = max([*epochs, *(e for e in map(_num_epochs, group) if e is not None)], default=0)
+        missing = [e for e in range(1, last + 1) if e not in epochs]
+        if gaps and missing:
+            warnings.append(f"{stem}: no file for epoch {_ranges(missing)} (of 1..{last})")
+        for epoch, count in sorted(epochs.items()):
+            if count > 1:
+                names = ", ".join(i.path.name for i in group if i.epoch == epoch)
+                warnings.append(f"{stem}: epoch {epoch} has {count} files: {names}")
+    return warnings
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    parts, start = [], None
+    for index, number in enumerate(numbers):
+        start = number if start is None else start
+        if index + 1 == len(numbers) or numbers[index + 1] != number + 1:
+            parts.append(str(start) if start == number else f"{start}-{number}")
+            start = None
+    return ", ".join(parts)
+
+
+# What must be one value across a folder's LoRAs: (label, how to read it from a file).
+_MIX_CHECKS: tuple[tuple[str, Callable[[CheckpointInfo], object]], ...] = (
+    ("family", lambda i: FAMILY_LABELS[i.family]),
+    ("rank", lambda i: i.rank),
+    ("alpha", lambda i: i.alpha),
+)
+
+
+def _mixed_warnings(infos: list[CheckpointInfo]) -> list[str]:
+    """A folder that mixes families, ranks, base models or training settings: epochs of one run
+    share all of them, so a mix means files from different runs (or a renamed file)."""
+    warnings = [_mix(label, {i.path.name: read(i) for i in infos}) for label, read in _MIX_CHECKS]
+    with_metadata = [i for i in infos if i.training]
+    if with_metadata and len(with_metadata) < len(infos):
+        bare = [i.path.name for i in infos if not i.training]
+        warnings.append(f"no training metadata in {_names(bare)} (the other files have it)")
+    for key in HEADLINE_SETTINGS:
+        if key not in _PER_EPOCH:
+            warnings.append(_mix(key, {i.path.name: i.training.get(key) for i in with_metadata}))
+    return [w for w in warnings if w]
+
+
+def _mix(label: str, values: dict[str, object]) -> str:
+    groups: dict[str, list[str]] = {}
+    for name, value in values.items():
+        groups.setdefault(json.dumps(value, default=str), []).append(name)
+    if len(groups) < 2:
+        return ""
+    ordered = sorted(groups.items(), key=lambda group: -len(group[1]))  # the odd ones out last
+    parts = [f"{_show(json.loads(v))} ({_names(names)})" for v, names in ordered]
+    return f"mixed {label} in one folder: {'; '.join(parts)}"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 3 else f"{len(names)} files"
+
+
+def _duplicate_warnings(infos: list[CheckpointInfo]) -> list[str]:
+    by_sha: dict[str, list[str]] = {}
+    for info in infos:
+        by_sha.setdefault(info.sha256, []).append(info.path.name)
+    return [
+        f"same content (sha256 {sha[:12]}): {', '.join(names)}"
+        for sha, names in by_sha.items()
+        if len(names) > 1
+    ]
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _size(size_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size_bytes < 1000 or unit == "GB":
+            return f"{size_bytes:.0f} {unit}" if unit == "B" else f"{size_bytes:.1f} {unit}"
+        size_bytes /= 1000
+    return ""
+
+
+def format_inspection(inspection: Inspection) -> str:
+    """The human-readable report: one row per file, the shared training settings, warnings."""
+    header = ("epoch", "file", "size", "sha256", "family", "rank", "alpha", "ss_epoch", "steps")
+    rows = [
+        (
+            _show(i.epoch),
+            i.path.name,
+            _size(i.size_bytes),
+            i.sha256[:12],
+            FAMILY_LABELS[i.family] if i.is_lora else "not LoRA",
+            _show(i.rank),
+            _show(i.alpha),
+            _show(i.ss_epoch),
+            _show(i.training.get("steps")),
+        )
+        for i in inspection.checkpoints
+    ]
+    widths = [max(len(r[c]) for r in (header, *rows)) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+    total = sum(i.size_bytes for i in inspection.checkpoints)
+    lines.insert(0, f"{inspection.path}: {len(rows)} file(s), {_size(total)}\n")
+    settings = inspection.shared_settings()
+    if settings:
+        lines += ["", "training settings (from the header):"]
+        width = max(len(k) for k in settings)
+        lines += [
+            f"  {k.ljust(width)}  {_show(v) if v is not None else 'mixed'}" for k, v in settings.items()
+        ]
+    else:
+        lines += ["", "training settings: none in the header (not every trainer writes them)"]
+    lines += ["", "warnings:", *(f"  - {w}" for w in inspection.warnings or ["none"])]
+    return "\n".join(lines)

@@ -2,30 +2,77 @@
 once per process, switch LoRA epochs on it, generate paired-seed images.
 
 Generation takes a batch of (prompt, seed) items with one torch.Generator per image,
-so an image depends only on its own seed, never on what it was batched with.
+so an image depends only on its own seed, never on what it was batched with. Prompts are
+encoded here as the user's tools read them (`sampler.long_prompts`, `prompt_weighting`,
+`clip_skip`; the text side is in generate/prompt_chunks.py), and sampler names are mapped
+to diffusers schedulers (`SCHEDULERS`).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from bespoke_exp.generate import prompt_chunks
+
 log = logging.getLogger(__name__)
 
 ADAPTER_NAME = "epoch_lora"
-SCHEDULERS = {
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "dpmpp_2m": "DPMSolverMultistepScheduler",
-    "ddim": "DDIMScheduler",
-    "unipc": "UniPCMultistepScheduler",
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler as A1111 and kohya name it: the diffusers scheduler and the flags that make it so
+    (the table in diffusers' scheduler docs, "A1111/k-diffusion -> diffusers")."""
+
+    scheduler: str  # diffusers class name
+    karras: bool = False  # Karras sigma spacing (use_karras_sigmas=True)
+    options: Mapping[str, object] = field(default_factory=dict)  # more from_config overrides
+    needs: str | None = None  # an optional package the scheduler needs to run
+    instead: str | None = None  # the closest sampler without that package
+
+
+_DPMPP = "DPMSolverMultistepScheduler"
+_SDE = {"algorithm_type": "sde-dpmsolver++"}
+# Names as the user's tools write them (A1111's "DPM++ 2M Karras" is dpmpp_2m_karras); `euler` first.
+SCHEDULERS: dict[str, SamplerSpec] = {
+    "euler": SamplerSpec("EulerDiscreteScheduler"),
+    "euler_karras": SamplerSpec("EulerDiscreteScheduler", karras=True),
+    "euler_a": SamplerSpec("EulerAncestralDiscreteScheduler"),
+    "heun": SamplerSpec("HeunDiscreteScheduler"),
+    "heun_karras": SamplerSpec("HeunDiscreteScheduler", karras=True),
+    "dpm2": SamplerSpec("KDPM2DiscreteScheduler"),
+    "dpm2_karras": SamplerSpec("KDPM2DiscreteScheduler", karras=True),
+    "dpm2_a": SamplerSpec("KDPM2AncestralDiscreteScheduler"),
+    "dpm2_a_karras": SamplerSpec("KDPM2AncestralDiscreteScheduler", karras=True),
+    "lms": SamplerSpec("LMSDiscreteScheduler"),
+    "lms_karras": SamplerSpec("LMSDiscreteScheduler", karras=True),
+    "dpmpp_2m": SamplerSpec(_DPMPP, options={"algorithm_type": "dpmsolver++"}),
+    "dpmpp_2m_karras": SamplerSpec(_DPMPP, karras=True, options={"algorithm_type": "dpmsolver++"}),
+    "dpmpp_2m_sde": SamplerSpec(_DPMPP, options=_SDE),
+    "dpmpp_2m_sde_karras": SamplerSpec(_DPMPP, karras=True, options=_SDE),
+    # DPM++ SDE (single-step, Brownian-tree noise) is its own sampler; diffusers runs it only with
+    # torchsde. Never silently swapped for DPM++ 2M SDE: a sweep would compare two names that are
+    # one sampler. Refused with the alternative named when torchsde is missing.
+    "dpmpp_sde": SamplerSpec("DPMSolverSDEScheduler", needs="torchsde", instead="dpmpp_2m_sde"),
+    "dpmpp_sde_karras": SamplerSpec(
+        "DPMSolverSDEScheduler", karras=True, needs="torchsde", instead="dpmpp_2m_sde_karras"
+    ),
+    "ddim": SamplerSpec("DDIMScheduler"),
+    "unipc": SamplerSpec("UniPCMultistepScheduler"),
+    "deis": SamplerSpec("DEISMultistepScheduler"),
 }
+# Set on every scheduler that takes them, so a model whose own scheduler config turns one on
+# (some finetunes ship Karras sigmas) can't make `euler` mean Euler Karras.
+_SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -45,6 +92,9 @@ class SamplerSettings:
     height: int
     negative_prompt: str
     batch_size: int
+    long_prompts: str = "chunk"  # chunk: 75-token chunks, as A1111/ComfyUI; truncate: the first 77 tokens
+    prompt_weighting: bool = False  # A1111's (word:1.2) / [word] syntax; off: brackets are plain text
+    clip_skip: int | None = None  # A1111's count (2 = penultimate layer, SDXL's own); None: the model's
 
 
 # The GPU this worker process pinned (see pin_worker_device); None: torch's current device.
@@ -108,6 +158,50 @@ class LoraLoadError(RuntimeError):
 
 
 _PIPELINES: dict[tuple, object] = {}
+HUB_PROBE_TIMEOUT_S = 2.0  # a reachable hub answers in well under a second
+
+
+def _model_unavailable(pretrained: str) -> str | None:
+    """Why `pretrained` can't load on this machine, found in at most HUB_PROBE_TIMEOUT_S instead
+    of diffusers' own retries and timeouts; None when it may load: a local folder, a hub id
+    whose model_index.json is in the local Hugging Face cache, or a hub that answers."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if Path(pretrained).expanduser().is_dir():
+        return None
+    try:
+        validate_repo_id(pretrained)
+    except HFValidationError:
+        return "it is not a folder on this machine, nor a hub id (owner/name)"
+    if isinstance(try_to_load_from_cache(pretrained, "model_index.json"), str):
+        return None
+    missing = f"it is not a local folder, nor in the local Hugging Face cache ({constants.HF_HUB_CACHE})"
+    if constants.HF_HUB_OFFLINE:
+        return f"{missing}, and offline mode is on (HF_HUB_OFFLINE=1)"
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
+            urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S).close()
+        except urllib.error.HTTPError:
+            pass  # an error page is an answer: the hub is there
+        except Exception:
+            return  # no network, no name resolution, refused, timed out
+        answered.append(True)
+
+    # A daemon thread: name resolution has no timeout of its own and must not hold up the exit.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(HUB_PROBE_TIMEOUT_S)  # returns as soon as the probe has its answer (or error)
+    if not answered:
+        return f"{missing}, and the hub ({constants.ENDPOINT}) can't be reached from this machine"
+    return None
 
 
 def load_pipeline(
@@ -115,14 +209,22 @@ def load_pipeline(
 ):
     """The base pipeline, loaded once per process and shared by every job after it.
 
-    `pretrained` is a hub id or a local folder saved with `save_pretrained`.
+    `pretrained` is a hub id or a local folder saved with `save_pretrained`. A hub id that is
+    neither cached here nor downloadable fails in seconds, before diffusers is even imported.
     """
-    from diffusers import DiffusionPipeline
-
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     key = (pretrained, device, torch_dtype, variant)
     if key not in _PIPELINES:
+        problem = _model_unavailable(pretrained)
+        if problem:
+            raise ModelLoadError(
+                f"model.pretrained={pretrained!r} could not be loaded: {problem}. Fix: "
+                "model.pretrained=/path/to/a/save_pretrained/folder (a copy of the pipeline on this "
+                f"machine), or download it first where the hub can be reached (hf download {pretrained})"
+            )
+        from diffusers import DiffusionPipeline
+
         _PIPELINES.clear()  # one base model in memory at a time
         local = Path(pretrained).is_dir()
         log.info("loading base pipeline %s on %s (%s)", pretrained, device, torch_dtype)
@@ -147,14 +249,40 @@ def load_pipeline(
     return _PIPELINES[key][0]
 
 
-def set_scheduler(pipe, name: str) -> None:
-    """Swap the sampler, always starting from the model's own scheduler config."""
+def scheduler_problem(name: object) -> str | None:
+    """Why `sampler.scheduler=name` can't run here (one line), or None."""
+    if not isinstance(name, str) or name not in SCHEDULERS:
+        return f"sampler.scheduler={name!r} is not one of {', '.join(SCHEDULERS)}"
+    spec = SCHEDULERS[name]
+    if spec.needs and importlib.util.find_spec(spec.needs) is None:
+        return (
+            f"sampler.scheduler={name} needs the {spec.needs} package, which is not installed "
+            f"(pip install {spec.needs}); {spec.instead} is the closest sampler without it"
+        )
+    return None
+
+
+def build_scheduler(name: str, base_config: Mapping[str, object]):
+    """The scheduler `name` stands for, built from a model's scheduler config (its betas,
+    timestep spacing and prediction type) with the name's own flags on top."""
     import diffusers
 
-    if name not in SCHEDULERS:
-        raise ValueError(f"sampler.scheduler={name!r} is not one of {', '.join(SCHEDULERS)}")
+    problem = scheduler_problem(name)
+    if problem:
+        raise ValueError(problem)
+    spec = SCHEDULERS[name]
+    cls = getattr(diffusers, spec.scheduler)
+    accepted = inspect.signature(cls.__init__).parameters
+    flags = {flag: False for flag in _SIGMA_FLAGS if flag in accepted}
+    if spec.karras:
+        flags["use_karras_sigmas"] = True
+    return cls.from_config(dict(base_config), **flags, **spec.options)
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """Swap the sampler, always starting from the model's own scheduler config."""
     base_config = next(cfg for p, cfg in _PIPELINES.values() if p is pipe)
-    pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(base_config)
+    pipe.scheduler = build_scheduler(name, base_config)
 
 
 @contextmanager
@@ -186,7 +314,8 @@ def lora_applied(pipe, checkpoint: Path | None, scale: float = 1.0) -> Iterator[
 def count_prompt_tokens(pipe, prompt: str) -> tuple[int, int]:
     """(tokens in the prompt, tokens the text encoder reads), both counting BOS/EOS."""
     tokenizer = pipe.tokenizer
-    return len(tokenizer(prompt, truncation=False).input_ids), int(tokenizer.model_max_length)
+    with quiet_truncation():  # transformers warns of the length; the job reports it once itself
+        return len(tokenizer(prompt, truncation=False).input_ids), int(tokenizer.model_max_length)
 
 
 @contextmanager
@@ -205,18 +334,150 @@ def quiet_truncation() -> Iterator[None]:
         transformers_logging.set_verbosity(saved[1])
 
 
+# --- Prompts as the user's tools read them (see generate/prompt_chunks.py) -----------------------
+# SDXL's two CLIP encoders read 77 tokens. In `chunk` mode a longer prompt is encoded in 75-token
+# chunks, each as its own BOS..EOS pass, and the chunks' embeddings are concatenated (A1111,
+# ComfyUI, kohya's max_token_length); the pooled embedding is the first chunk's. Every chunk is
+# padded exactly as diffusers' `encode_prompt` pads, so a prompt that fits in 77 tokens without
+# weighting gives its conditioning bit for bit.
+
+
+def _text_encoders(pipe) -> list[tuple[object, object]]:
+    """(tokenizer, text encoder) pairs in the order SDXL concatenates their embeddings."""
+    pairs = [(getattr(pipe, "tokenizer", None), getattr(pipe, "text_encoder", None))]
+    pairs.append((getattr(pipe, "tokenizer_2", None), getattr(pipe, "text_encoder_2", None)))
+    return [(tokenizer, encoder) for tokenizer, encoder in pairs if tokenizer is not None]
+
+
+def _chunks(tokenizer, text: str, settings: SamplerSettings) -> list[tuple[list[int], list[float]]]:
+    weighting = settings.prompt_weighting
+    fragments = prompt_chunks.parse_weights(text) if weighting else prompt_chunks.plain(text)
+    comma = tokenizer(",", add_special_tokens=False)["input_ids"]
+    return prompt_chunks.chunk_tokens(
+        prompt_chunks.tokenize(tokenizer, fragments),
+        mode=settings.long_prompts,
+        comma_id=comma[0] if len(comma) == 1 else None,
+        size=int(tokenizer.model_max_length) - 2,
+    )
+
+
+def prompt_chunk_count(pipe, text: str, settings: SamplerSettings) -> int:
+    """How many 77-token text-encoder passes `text` takes (always 1 in truncate mode)."""
+    return max(len(_chunks(tokenizer, text, settings)) for tokenizer, _ in _text_encoders(pipe))
+
+
+def _chunk_ids(tokenizer, texts: Sequence[str], settings: SamplerSettings, n_chunks: int):
+    """(ids, weights), each (len(texts), n_chunks, 77): BOS + tokens + EOS + padding per chunk,
+    as `tokenizer(..., padding="max_length", truncation=True)` lays out one; a text with fewer
+    chunks is padded with empty ones (BOS, EOS, padding), as A1111 pads."""
+    length = int(tokenizer.model_max_length)
+    ids, weights = [], []
+    for text in texts:
+        chunks = _chunks(tokenizer, text, settings)
+        chunks += [([], [])] * (n_chunks - len(chunks))
+        ids.append(
+            [
+                [tokenizer.bos_token_id, *c, tokenizer.eos_token_id]
+                + [tokenizer.pad_token_id] * (length - 2 - len(c))
+                for c, _ in chunks
+            ]
+        )
+        weights.append([[1.0, *w, 1.0] + [1.0] * (length - 2 - len(w)) for _, w in chunks])
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(weights, dtype=torch.float32)
+
+
+def _emphasis(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A1111's emphasis: each token's embedding times its weight, then the whole rescaled to its
+    old mean. Untouched (bit for bit) where every weight is 1. A1111 takes the mean over the batch;
+    here over each prompt, so an image does not depend on what it was batched with."""
+    if bool((weights == 1).all()):
+        return z
+    z32 = z.float()
+    scaled = z32 * weights.to(z.device)[..., None]
+    scaled = scaled * (z32.mean(dim=(1, 2), keepdim=True) / scaled.mean(dim=(1, 2), keepdim=True))
+    return scaled.to(z.dtype)
+
+
+def encode_prompts(
+    pipe, texts: Sequence[str], settings: SamplerSettings, n_chunks: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings (len(texts), 77 * n_chunks, dims), pooled (len(texts), dims)) of SDXL's two
+    text encoders, read as `settings` says (long_prompts, prompt_weighting, clip_skip)."""
+    embeds, pooled = [], None
+    for tokenizer, encoder in _text_encoders(pipe):
+        layers = int(encoder.config.num_hidden_layers)
+        if settings.clip_skip is not None and not 1 <= settings.clip_skip <= layers:
+            raise ValueError(
+                f"sampler.clip_skip={settings.clip_skip} is more layers than "
+                f"{type(encoder).__name__} has ({layers})"
+            )
+        # diffusers reads hidden_states[-(clip_skip + 2)]; A1111's count N is hidden_states[-N].
+        layer = -2 if settings.clip_skip is None else -settings.clip_skip
+        ids, weights = _chunk_ids(tokenizer, texts, settings, n_chunks)
+        chunks = []
+        for i in range(n_chunks):
+            out = encoder(ids[:, i].to(encoder.device), output_hidden_states=True)
+            if pooled is None and i == 0 and out[0].ndim == 2:
+                pooled = out[0]  # CLIP-G's projected EOS of the first chunk, as encode_prompt takes it
+            chunks.append(_emphasis(out.hidden_states[layer], weights[:, i]))
+        embeds.append(torch.cat(chunks, dim=1))
+    return torch.cat(embeds, dim=-1), pooled
+
+
+def prompt_conditioning(pipe, prompts: list[str], settings: SamplerSettings, n_chunks: int) -> dict:
+    """The pipeline's text inputs for one call: embeddings for SDXL, prompt strings otherwise."""
+    if getattr(pipe, "text_encoder_2", None) is None:  # not SDXL: diffusers encodes, as before
+        if n_chunks > 1 or settings.prompt_weighting or settings.clip_skip is not None:
+            raise ValueError(
+                "sampler.long_prompts=chunk, prompt_weighting and clip_skip are SDXL's; for "
+                f"{type(pipe).__name__} set sampler.long_prompts=truncate, prompt_weighting=false, "
+                "clip_skip=null"
+            )
+        negative = [settings.negative_prompt] * len(prompts) if settings.negative_prompt else None
+        return {"prompt": prompts, "negative_prompt": negative}
+    embeds, pooled = encode_prompts(pipe, prompts, settings, n_chunks)
+    conditioning = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+    # An empty negative prompt passes nothing: SDXL then guides against zeroed text embeddings of
+    # the same shape, its own unconditional input (force_zeros_for_empty_prompt).
+    if settings.negative_prompt or not pipe.config.get("force_zeros_for_empty_prompt", False):
+        negative, negative_pooled = encode_prompts(
+            pipe, [settings.negative_prompt] * len(prompts), settings, n_chunks
+        )
+        conditioning |= {"negative_prompt_embeds": negative, "negative_pooled_prompt_embeds": negative_pooled}
+    return conditioning
+
+
+def _batches(
+    pipe, items: Sequence[GenerationItem], settings: SamplerSettings
+) -> list[tuple[list[GenerationItem], int]]:
+    """Runs of consecutive items, at most batch_size long, whose prompts take one chunk count
+    (the negative prompt's included): padded to a longer neighbour's length, a prompt would be
+    conditioned differently than when it runs alone."""
+    negative = prompt_chunk_count(pipe, settings.negative_prompt, settings) if settings.negative_prompt else 1
+    counts: dict[str, int] = {}
+    batches: list[tuple[list[GenerationItem], int]] = []
+    for item in items:
+        if item.prompt not in counts:
+            counts[item.prompt] = max(negative, prompt_chunk_count(pipe, item.prompt, settings))
+        n_chunks = counts[item.prompt]
+        if not batches or batches[-1][1] != n_chunks or len(batches[-1][0]) == settings.batch_size:
+            batches.append(([], n_chunks))
+        batches[-1][0].append(item)
+    return batches
+
+
 def generate(
     pipe, items: Sequence[GenerationItem], settings: SamplerSettings
 ) -> Iterator[tuple[GenerationItem, Image.Image]]:
-    """Yield (item, image) in order, `settings.batch_size` images per pipeline call."""
+    """Yield (item, image) in order, at most `settings.batch_size` images per pipeline call."""
     device = pipe.device.type
-    for start in range(0, len(items), settings.batch_size):
-        batch = items[start : start + settings.batch_size]
+    with quiet_truncation():
+        batches = _batches(pipe, items, settings)
+    for batch, n_chunks in batches:
         generators = [torch.Generator(device=device).manual_seed(item.seed) for item in batch]
         with torch.inference_mode(), quiet_truncation():
             images = pipe(
-                prompt=[item.prompt for item in batch],
-                negative_prompt=[settings.negative_prompt] * len(batch),
+                **prompt_conditioning(pipe, [item.prompt for item in batch], settings, n_chunks),
                 num_inference_steps=settings.steps,
                 guidance_scale=settings.guidance,
                 width=settings.width,
@@ -225,3 +486,51 @@ def generate(
                 output_type="pil",
             ).images
         yield from zip(batch, images)
+
+
+_TOKENIZERS: dict[str, list] = {}
+
+
+def load_tokenizers(pretrained: str) -> list:
+    """The tokenizers of the pipeline at `pretrained` (a loaded pipeline's own, else read from
+    its tokenizer folders), without loading any model."""
+    for (path, *_), (pipe, _) in _PIPELINES.items():
+        if path == pretrained:
+            return [tokenizer for tokenizer, _ in _text_encoders(pipe)]
+    if pretrained not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        local = Path(pretrained).is_dir()
+        found = []
+        for folder in ("tokenizer", "tokenizer_2"):
+            try:
+                found.append(
+                    AutoTokenizer.from_pretrained(pretrained, subfolder=folder, local_files_only=local)
+                )
+            except OSError:  # a pipeline with one text encoder
+                continue
+        if not found:
+            raise ModelLoadError(f"model.pretrained={pretrained!r} has no tokenizer to read prompts with")
+        _TOKENIZERS[pretrained] = found
+    return _TOKENIZERS[pretrained]
+
+
+def truncated_prompts(
+    pretrained: str, prompts: Mapping[str, str], *, weighting: bool = False
+) -> dict[str, tuple[int, int]]:
+    """For each prompt (by id) longer than a truncating text encoder reads: (characters of the
+    prompt it reads, tokens it reads, BOS/EOS included). Plain data for scoring, which must not
+    load a tokenizer itself."""
+    found = {}
+    with quiet_truncation():
+        for prompt_id, text in prompts.items():
+            cuts = []
+            for tokenizer in load_tokenizers(pretrained):
+                fragments = prompt_chunks.parse_weights(text) if weighting else prompt_chunks.plain(text)
+                tokens = prompt_chunks.tokenize(tokenizer, fragments, offsets=True)
+                cut = prompt_chunks.read_chars(tokens, size=int(tokenizer.model_max_length) - 2)
+                if cut is not None:
+                    cuts.append((cut, int(tokenizer.model_max_length)))
+            if cuts:
+                found[prompt_id] = min(cuts)
+    return found

@@ -25,6 +25,7 @@ from bespoke_exp.scoring.expectations import (
     BoxFill,
     Dot,
     Expectation,
+    ReadLimit,
     RegionColor,
     Unchecked,
     merge_expectations,
@@ -59,6 +60,7 @@ def evaluate(
     regions: Mapping[str, object] | None = None,
     tolerance: int = 1,
     pass_share: float = 0.75,
+    read_limit: ReadLimit | None = None,
 ) -> Evaluation:
     """Metrics and prompt checks for one generated picture.
 
@@ -75,6 +77,8 @@ def evaluate(
             coordinates; a feature with no region is reported unchecked.
         tolerance: cells of slack for the tolerant verdicts.
         pass_share: share of a box/region that must match for a pass.
+        read_limit: how much of the prompt the text encoder read (None: all of it); phrases
+            beyond it are reported unchecked, not scored.
     Returns:
         Evaluation with finite metrics, one Check per expectation, the recovered grid.
     """
@@ -92,7 +96,7 @@ def evaluate(
 
     m = fidelity_metrics(arr, fit, grid_lab)
     m.update(palette_metrics(grid_lab, to_lab(load_palette(palette, cells))))
-    exps = _expectations(prompt, expectations, cells)
+    exps = _expectations(prompt, expectations, cells, read_limit)
     scene = _scene(names, grid_lab, exps, parse_regions(regions), pass_share, tolerance, m)
     checks = [check(scene, e) for e in exps]
     collapse = collapse_reason(arr, m)
@@ -131,10 +135,13 @@ def _failed(c: Check, reason: str) -> Check:
     return Check(c.name, False, f"collapsed: {reason}", False, checked=True, phrase=c.phrase)
 
 
-def _expectations(prompt: str, extra: Sequence[Expectation | str] | None, cells: int) -> list[Expectation]:
+def _expectations(
+    prompt: str, extra: Sequence[Expectation | str] | None, cells: int, read_limit: ReadLimit | None
+) -> list[Expectation]:
     """What the prompt states, plus `extra` (same-named extras replace parsed ones);
-    phrases that can't be checked are kept as Unchecked, never dropped."""
-    parsed = parse_prompt(prompt, cells)
+    phrases that can't be checked are kept as Unchecked, never dropped. Extras are the
+    user's own checks, not prompt text, so `read_limit` leaves them alone."""
+    parsed = parse_prompt(prompt, cells, read_limit)
     exps = list(parsed.expectations) + [Unchecked(err, reason=err) for err in parsed.errors]
     if not extra:
         return exps

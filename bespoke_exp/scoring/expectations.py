@@ -166,6 +166,15 @@ class Unchecked(Expectation):
         return f"unchecked:{self.phrase}"
 
 
+@dataclass(frozen=True)
+class ReadLimit:
+    """How much of a prompt the text encoder read: its first `chars` characters. Phrases that end
+    after it are reported unchecked with `reason`; the model never saw them (or all of them)."""
+
+    chars: int
+    reason: str
+
+
 @dataclass
 class ParsedPrompt:
     """Expectations of one prompt, phrases it ignored (no feature named) and errors."""
@@ -299,17 +308,31 @@ def _feature_expectations(phrase: str, text: str, words: set[str], feature: str)
     return [Unchecked(phrase, reason=f"{feature} without a colour or coordinates")]
 
 
-def parse_prompt(text: str, cells: int = 24) -> ParsedPrompt:
-    """Every expectation the prompt states (see module docstring)."""
+def _phrases(text: str) -> list[tuple[str, int, int]]:
+    """(phrase, start, end) of each non-empty phrase, stripped, with its place in `text`."""
+    found, start = [], 0
+    for end in [m.start() for m in _SPLIT.finditer(text)] + [len(text)]:
+        piece = text[start:end]
+        if piece.strip():
+            first = start + len(piece) - len(piece.lstrip())
+            found.append((piece.strip(), first, first + len(piece.strip())))
+        start = end + 1
+    return found
+
+
+def parse_prompt(text: str, cells: int = 24, read_limit: ReadLimit | None = None) -> ParsedPrompt:
+    """Every expectation the prompt states (see module docstring). With `read_limit`, a phrase
+    that ends beyond what the text encoder read becomes one Unchecked entry instead."""
     parsed = ParsedPrompt()
-    for phrase in _SPLIT.split(text):
-        if not phrase.strip():
-            continue
-        exps, errors, named = parse_phrase(phrase.strip(), cells)
+    for phrase, start, end in _phrases(text):
+        exps, errors, named = parse_phrase(phrase, cells)
+        if read_limit is not None and end > read_limit.chars and named and not errors:
+            partly = "partly " if start < read_limit.chars else ""
+            exps = [Unchecked(phrase, reason=partly + read_limit.reason)]
         parsed.expectations += exps
         parsed.errors += errors
         if not named:
-            parsed.ignored.append(phrase.strip())
+            parsed.ignored.append(phrase)
     return parsed
 
 

@@ -4,8 +4,9 @@
   are tracked, analysed and scored; the checkpoint's sha256; the device kind; and the
   versions of the libraries that compute the pixels. Equal generation identity: the
   images can be reused.
-- Scoring: what decides the scores: the metric settings, the prompts (their checks), the
-  reference palette and training set actually used, and a hash of the scoring code itself
+- Scoring: what decides the scores: the metric settings, the prompts (their checks), how much
+  of each prompt the text encoder read, the reference palette and training set actually used,
+  and a hash of the scoring code itself
   (scoring/ and pixelart/), so a fix to a metric invalidates old scores automatically.
   Equal scoring identity too: the whole job can be reused.
 """
@@ -16,6 +17,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,9 @@ def _digest(data: object) -> str:
 
 def generation_fingerprint(cfg: DictConfig, device_kind: str) -> str:
     """Hash of everything but the checkpoint file that decides a job's images."""
-    config_part = job_fingerprint(cfg, exclude=(*FINGERPRINT_EXCLUDES, "metrics", "checkpoint.train_dir"))
+    # model.family only decides which LoRAs are refused, never a pixel.
+    excluded = (*FINGERPRINT_EXCLUDES, "metrics", "checkpoint.train_dir", "model.family")
+    config_part = job_fingerprint(cfg, exclude=excluded)
     versions = {name: _version(name) for name in PIXEL_LIBRARIES}
     return _digest({"config": config_part, "device": device_kind, "libraries": versions})
 
@@ -60,12 +64,19 @@ def scoring_code_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def scoring_identity(cfg: DictConfig, palette: np.ndarray, training: np.ndarray | None) -> str:
-    """Hash of what decides a job's scores, given the palette and training grids it uses."""
+def scoring_identity(
+    cfg: DictConfig,
+    palette: np.ndarray,
+    training: np.ndarray | None,
+    read_chars: Mapping[str, int] | None = None,
+) -> str:
+    """Hash of what decides a job's scores, given the palette and training grids it uses and
+    the characters of each truncated prompt the text encoder read (checks past them are unchecked)."""
     return _digest(
         {
             "metrics": OmegaConf.to_container(cfg.metrics, resolve=True),
             "prompts": OmegaConf.to_container(cfg.prompts, resolve=True),
+            "read_chars": dict(read_chars or {}),
             "palette": hashlib.sha256(np.ascontiguousarray(palette).tobytes()).hexdigest(),
             "training": None if training is None else hashlib.sha256(training.tobytes()).hexdigest(),
             "code": scoring_code_hash(),

@@ -1,4 +1,5 @@
-"""One job: one LoRA epoch at one guidance, every prompt x every seed, into one MLflow run.
+"""One job: one LoRA epoch at one guidance and LoRA strength, every prompt x every seed, into one
+MLflow run.
 
 `run_job(cfg, output_dir=..., sweep=...)` is what the CLI calls and what tests call.
 Images are written to `output_dir` before they are logged, so nothing generated is
@@ -7,6 +8,8 @@ lost if tracking fails afterwards.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bespoke_exp import tracking
 from bespoke_exp.analysis.sheets import labelled_sheet
-from bespoke_exp.config import flatten, job_config
+from bespoke_exp.config import SWEEP_AXES, flatten, job_config
 from bespoke_exp.generate import checkpoints, image_store
 from bespoke_exp.sweep.context import SweepContext
 from bespoke_exp.sweep.identity import TAG_GENERATION, TAG_SCORING, generation_fingerprint
@@ -22,6 +25,8 @@ from bespoke_exp.sweep.job_images import generate_images, generation_items
 from bespoke_exp.sweep.job_scores import make_scorer, score_images
 from bespoke_exp.sweep.resume import earlier_attempts, earlier_images, finished_images
 from bespoke_exp.sweep.validate import validate_job_config
+
+TRAIN_PARAM_PREFIX = "train."  # the checkpoint's training settings, as params
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,25 @@ class JobResult:
     output_dir: Path
 
 
-def run_name(epoch: int, guidance: float) -> str:
-    return f"epoch={epoch:02d} guidance={guidance:g}"
+def run_name(epoch: int, guidance: float, lora_scale: float = 1.0) -> str:
+    """The job run's name: its axes; the LoRA strength only when it is not the full 1.0."""
+    strength = f" lora_scale={lora_scale:g}" if lora_scale != 1.0 else ""
+    return f"epoch={epoch:02d} guidance={guidance:g}{strength}"
+
+
+def axis_values(cfg: DictConfig) -> dict[str, float]:
+    """Each sweep axis (config.SWEEP_AXES) at the value this job uses: epoch as int, others float."""
+    values = {axis: OmegaConf.select(cfg, key) for axis, key in SWEEP_AXES.items()}
+    return {axis: int(v) if axis == "epoch" else float(v) for axis, v in values.items() if v is not None}
+
+
+def _axis_tag(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _job_name(cfg: DictConfig) -> str:
+    axes = axis_values(cfg)
+    return run_name(axes["epoch"], axes["guidance"], axes.get("lora_scale", 1.0))
 
 
 def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = None) -> JobResult:
@@ -43,7 +65,7 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
     error marks the run FAILED (KILLED for Ctrl-C / SIGTERM) and re-raises.
     """
     validate_job_config(cfg)
-    epoch, guidance = int(cfg.epoch), float(cfg.sampler.guidance)
+    epoch = int(cfg.epoch)
     tracker = tracking.connect(
         str(cfg.tracking.uri), str(cfg.tracking.experiment), cfg.tracking.artifact_location
     )
@@ -51,34 +73,23 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
         from bespoke_exp.demo.build import ensure_demo
 
         ensure_demo(Path(cfg.paths.demo))
-    name = run_name(epoch, guidance)
+    name = _job_name(cfg)
     prefix = _progress_prefix(sweep, name)
     tags = _job_tags(cfg, output_dir, sweep)
 
-    def start(extra_tags: dict) -> str:
+    def start(extra_tags: dict, extra_params: dict | None = None) -> str:
         run_id = tracking.start_run(
             tracker,
             name,
             parent_run_id=sweep.parent_run_id if sweep else None,
-            params=flatten(job_config(cfg)),
+            params={**job_params(cfg), **(extra_params or {})},
             tags={**tags, **extra_tags},
         )
         if sweep is None:
             tracking.set_tags(tracker, run_id, {tracking.TAG_SWEEP_ID: run_id})  # its own parent
         return run_id
 
-    try:
-        info = checkpoints.describe_checkpoint(
-            checkpoints.resolve_checkpoint(
-                cfg.checkpoint.dir, cfg.checkpoint.stem, epoch, int(cfg.checkpoint.epochs)
-            ),
-            epoch,
-        )
-    except checkpoints.CheckpointError as error:
-        tracking.fail_run(tracker, start({}), error)  # on record in the sweep, like any failure
-        print(f"{prefix} FAILED: {error}", flush=True)
-        raise
-    checkpoint_path = info.path
+    info = _usable_checkpoint(cfg, epoch, tracker, start, prefix)
     scorer = make_scorer(cfg)
     identity = {
         TAG_GENERATION: generation_fingerprint(cfg, device_kind(cfg)),
@@ -86,25 +97,20 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
     }
 
     finished, unfinished = earlier_attempts(tracker, identity)
-    same_scores = [run.info.run_id for run in finished if run.data.tags.get(TAG_SCORING) == scorer.identity]
-    if same_scores and not cfg.get("force"):
-        if sweep is not None:
-            tracking.record_reuse(tracker, sweep.parent_run_id, sweep.job_index, same_scores[0])
-        print(
-            f"{prefix} SKIPPED: identical run {same_scores[0]} already FINISHED (force=true re-runs it)",
-            flush=True,
-        )
-        return JobResult(run_id=same_scores[0], status="SKIPPED", images=0, output_dir=output_dir)
+    reused = _reuse_finished(cfg, tracker, finished, scorer.identity, sweep, prefix)
+    if reused is not None:
+        return JobResult(run_id=reused, status="SKIPPED", images=0, output_dir=output_dir)
     # Same images, other scoring (a metric setting or the scoring code changed): score them anew.
     images_from = finished[0].info.run_id if finished and not cfg.get("force") else None
 
-    run_id = start(
-        {**identity, TAG_SCORING: scorer.identity, **({"images_from": images_from} if images_from else {})}
-    )
+    scoring = {TAG_SCORING: scorer.identity, **({"images_from": images_from} if images_from else {})}
+    run_id = start({**identity, **checkpoint_tags(info), **scoring}, train_params(info))
     try:
-        tracking.log_params(tracker, run_id, {"checkpoint.path": str(checkpoint_path)})
+        tracking.log_params(tracker, run_id, {"checkpoint.path": str(info.path)})
+        if info.training:  # the header's whole record, for retraining from this run
+            tracking.log_dict(tracker, run_id, info.training, "checkpoint/training_settings.json")
         sources = ImageSources(identity, unfinished, images_from)
-        count = _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix, sources, scorer)
+        count = _generate_and_log(cfg, tracker, run_id, info.path, output_dir, prefix, sources, scorer)
         tracking.finish_run(tracker, run_id)
     except BaseException as error:
         tracking.fail_run(tracker, run_id, error)
@@ -113,11 +119,73 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
     return JobResult(run_id=run_id, status="FINISHED", images=count, output_dir=output_dir)
 
 
+def job_params(cfg: DictConfig) -> dict[str, str]:
+    """The job's config as MLflow params, `lora_scale` as applied: the older
+    `checkpoint.lora_scale=` spelling leaves the top-level shortcut at 1.0."""
+    return {**flatten(job_config(cfg)), "lora_scale": str(float(cfg.checkpoint.lora_scale))}
+
+
+def _reuse_finished(
+    cfg: DictConfig, tracker: tracking.Tracker, finished: list, scoring: str, sweep, prefix: str
+) -> str | None:
+    """The id of an identical FINISHED run (same scoring too), recorded as reused; None when
+    there is none or `force` is set."""
+    same_scores = [run.info.run_id for run in finished if run.data.tags.get(TAG_SCORING) == scoring]
+    if not same_scores or cfg.get("force"):
+        return None
+    if sweep is not None:
+        tracking.record_reuse(tracker, sweep.parent_run_id, sweep.job_index, same_scores[0])
+    print(
+        f"{prefix} SKIPPED: identical run {same_scores[0]} already FINISHED (force=true re-runs it)",
+        flush=True,
+    )
+    return same_scores[0]
+
+
+def _usable_checkpoint(
+    cfg: DictConfig, epoch: int, tracker: tracking.Tracker, start: Callable[..., str], prefix: str
+) -> checkpoints.CheckpointInfo:
+    """The epoch's file, described and checked against the base model's LoRA family before
+    anything loads. A file that can't be used fails a run, so the sweep has it on record."""
+    info = None
+    try:
+        path = checkpoints.resolve_checkpoint(
+            cfg.checkpoint.dir, cfg.checkpoint.stem, epoch, int(cfg.checkpoint.epochs)
+        )
+        info = checkpoints.describe_checkpoint(path, epoch)
+        checkpoints.check_family(info, str(cfg.model.family), f"model={cfg.model.name}")
+    except checkpoints.CheckpointError as error:
+        run_id = start(checkpoint_tags(info), train_params(info)) if info else start({})
+        tracking.fail_run(tracker, run_id, error)
+        print(f"{prefix} FAILED: {error}", flush=True)
+        raise
+    return info
+
+
+def checkpoint_tags(info: checkpoints.CheckpointInfo) -> dict[str, str]:
+    """What the LoRA file is, as tags: its content (sha256), family and rank."""
+    return {
+        "checkpoint_sha256": info.sha256,
+        "checkpoint_family": info.family,
+        "checkpoint_rank": "unknown" if info.rank is None else str(info.rank),
+    }
+
+
+def train_params(info: checkpoints.CheckpointInfo) -> dict[str, str]:
+    """The training settings the file's header holds, as `train.*` params (lists as JSON)."""
+    settings = checkpoints.headline_settings(info.training)
+    return {
+        f"{TRAIN_PARAM_PREFIX}{key}": json.dumps(value)
+        if isinstance(value, list) or value is None
+        else str(value)
+        for key, value in settings.items()
+    }
+
+
 def _job_tags(cfg: DictConfig, output_dir: Path, sweep: SweepContext | None) -> dict[str, str]:
     """A job run's identity as tags: what it ran, where its files are, which sweep it is in."""
     tags = {
-        "epoch": str(int(cfg.epoch)),
-        "guidance": f"{float(cfg.sampler.guidance):g}",
+        **{axis: _axis_tag(value) for axis, value in axis_values(cfg).items()},
         "output_dir": str(output_dir),
         tracking.TAG_ROLE: "job",
     }
@@ -175,7 +243,7 @@ def _generate_and_log(cfg, tracker, run_id, checkpoint_path, output_dir, prefix,
         [[generated[(pid, seed)] for seed in seeds] for pid in prompt_ids],
         prompt_ids,
         [f"seed {s}" for s in seeds],
-        title=f"{cfg.checkpoint.stem}  {run_name(int(cfg.epoch), float(cfg.sampler.guidance))}",
+        title=f"{cfg.checkpoint.stem}  {_job_name(cfg)}",
     )
     sheet.save(output_dir / "sheet.png")
 

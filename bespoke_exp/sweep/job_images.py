@@ -40,6 +40,19 @@ def sampler_settings(cfg: DictConfig) -> pl.SamplerSettings:
         height=int(s.height),
         negative_prompt=str(s.negative_prompt),
         batch_size=int(s.batch_size),
+        # A sampler config written before these keys existed reads prompts as SDXL users expect.
+        long_prompts=str(s.get("long_prompts", "chunk")),
+        prompt_weighting=bool(s.get("prompt_weighting", False)),
+        clip_skip=None if s.get("clip_skip") is None else int(s.clip_skip),
+    )
+
+
+def _long_prompt_note(settings: pl.SamplerSettings, limit: int) -> str:
+    if settings.long_prompts == "chunk":
+        return f"encoded in chunks of {limit - 2} tokens (sampler.long_prompts=chunk)"
+    return (
+        f"the text encoders read the first {limit} (sampler.long_prompts=truncate); "
+        "its checks past them are reported unchecked"
     )
 
 
@@ -63,10 +76,8 @@ def generate_images(
         tokens, limit = pl.count_prompt_tokens(pipe, str(prompt.text))
         token_counts[f"prompt_tokens.{prompt.id}"] = str(tokens)
         if tokens > limit:
-            print(
-                f"{prefix} note: prompt {prompt.id!r} is {tokens} tokens; "
-                f"the text encoders read the first {limit}"
-            )
+            note = _long_prompt_note(settings, limit)
+            print(f"{prefix} note: prompt {prompt.id!r} is {tokens} tokens; {note}")
     generated = {}
     started = time.perf_counter()
     with pl.lora_applied(pipe, checkpoint_path, float(cfg.checkpoint.lora_scale)):

@@ -3,13 +3,14 @@ rows, per-check rows and job / per-prompt aggregates."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from bespoke_exp.scoring.evaluate import Evaluation, aggregate, evaluate
+from bespoke_exp.scoring.expectations import ReadLimit
 from bespoke_exp.scoring.memorisation import load_training_grids, training_match
 from bespoke_exp.scoring.palette import load_palette, prompt_palette
 from bespoke_exp.sweep.identity import scoring_identity
@@ -25,12 +26,14 @@ class ImageScores:
 @dataclass(frozen=True)
 class Scorer:
     """Everything a job's scoring reads, resolved once: settings for `evaluate`, the
-    training grids (memorisation) and the scoring identity they add up to."""
+    training grids (memorisation), how much of each prompt the text encoder read, and the
+    scoring identity they add up to."""
 
     settings: dict
     training: np.ndarray | None
     near_copy: float
     identity: str
+    read_limits: dict[str, ReadLimit] = field(default_factory=dict)  # by prompt id; absent: all read
 
 
 def make_scorer(cfg: DictConfig) -> Scorer:
@@ -47,7 +50,30 @@ def make_scorer(cfg: DictConfig) -> Scorer:
         "tolerance": int(m.tolerance),
         "pass_share": float(m.pass_share),
     }
-    return Scorer(settings, training, float(m.near_copy), scoring_identity(cfg, palette, training))
+    limits = read_limits(cfg)
+    identity = scoring_identity(cfg, palette, training, {k: v.chars for k, v in limits.items()})
+    return Scorer(settings, training, float(m.near_copy), identity, limits)
+
+
+def read_limits(cfg: DictConfig) -> dict[str, ReadLimit]:
+    """With `sampler.long_prompts=truncate`, how much of each over-long prompt the text encoders
+    read (from the model's tokenizers); with `chunk` they read every token, so nothing."""
+    sampler = cfg.sampler
+    if sampler.get("long_prompts", "chunk") != "truncate":
+        return {}
+    from bespoke_exp.generate.pipeline import truncated_prompts  # torch: only when it is needed
+
+    cut = truncated_prompts(
+        str(cfg.model.pretrained),
+        {str(p.id): str(p.text) for p in cfg.prompts["items"]},
+        weighting=bool(sampler.get("prompt_weighting", False)),
+    )
+    return {
+        prompt_id: ReadLimit(
+            chars, f"beyond the {tokens} tokens the text encoder reads (sampler.long_prompts=truncate)"
+        )
+        for prompt_id, (chars, tokens) in cut.items()
+    }
 
 
 def resolve_palette(cfg: DictConfig, training: np.ndarray | None) -> np.ndarray:
@@ -74,7 +100,13 @@ def score_images(
     for (prompt_id, seed), image in generated.items():
         prompt = prompts[prompt_id]
         expectations = [str(e) for e in prompt.get("expectations") or []]
-        evaluation = evaluate(image, str(prompt.text), expectations=expectations, **scorer.settings)
+        evaluation = evaluate(
+            image,
+            str(prompt.text),
+            expectations=expectations,
+            read_limit=scorer.read_limits.get(prompt_id),
+            **scorer.settings,
+        )
         if scorer.training is not None:
             match = training_match(evaluation.grid, scorer.training)
             evaluation.metrics["memorisation/nearest_match"] = match

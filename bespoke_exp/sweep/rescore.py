@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from bespoke_exp import analysis, tracking
 from bespoke_exp.analysis.load import SETTINGS_FILE
-from bespoke_exp.config import compose_config, flatten
+from bespoke_exp.config import SWEEP_AXES, compose_config, flatten
 from bespoke_exp.generate.image_store import image_file_name
 from bespoke_exp.sweep.callback import start_parent
 from bespoke_exp.sweep.context import new_sweep_id
@@ -92,9 +92,7 @@ def _rescore_job(
     scores = score_images(cfg, images, scorer)
     kept = {k: v for k, v in run.data.params.items() if not k.startswith("metrics.")}
     tags = {
-        k: run.data.tags[k]
-        for k in ("epoch", "guidance", "checkpoint_sha256", TAG_GENERATION)
-        if k in run.data.tags
+        k: run.data.tags[k] for k in (*SWEEP_AXES, "checkpoint_sha256", TAG_GENERATION) if k in run.data.tags
     }
     child = tracking.start_run(
         tracker,

@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bespoke_exp.config import ConfigError
 from bespoke_exp.generate import checkpoints
+from bespoke_exp.generate.prompt_chunks import MODES as LONG_PROMPTS
 from bespoke_exp.pixelart.grid import IMAGE_SUFFIXES
 from bespoke_exp.scoring.expectations import validate_prompt
 from bespoke_exp.scoring.palette import load_palette
@@ -90,12 +91,26 @@ def _sweep_axes(cfg: DictConfig) -> list[str]:
     elif _is_int(final) and not 1 <= epoch <= final:
         problems.append(f"epoch={epoch} is outside 1..{final} (checkpoint.epochs={final})")
     _number(problems, "guidance", _value(cfg, "sampler.guidance"), minimum=0)
-    _number(problems, "checkpoint.lora_scale", _value(cfg, "checkpoint.lora_scale"))
+    problems += _lora_scale(cfg)
     return problems
 
 
+def _lora_scale(cfg: DictConfig) -> list[str]:
+    """The LoRA strength the job applies (checkpoint.lora_scale, which follows the top-level
+    `lora_scale` unless the older `checkpoint.lora_scale=` spelling set it): finite and > 0."""
+    scale = _value(cfg, "checkpoint.lora_scale")
+    shortcut = _value(cfg, "lora_scale")
+    # Name the key the user wrote: the shortcut, unless checkpoint.lora_scale was set apart from it.
+    same = shortcut is scale or (_is_number(shortcut) and _is_number(scale) and str(shortcut) == str(scale))
+    name = "lora_scale" if same or shortcut is _MISSING else "checkpoint.lora_scale"
+    if _is_number(scale) and math.isfinite(scale) and scale > 0:
+        return []
+    what = "a finite number > 0" if _is_number(scale) else "a number > 0"
+    return [f"{name}={scale!r} must be {what} (the LoRA strength; sweep with lora_scale=0.6,0.8,1.0)"]
+
+
 def _sampler(cfg: DictConfig) -> list[str]:
-    from bespoke_exp.generate.pipeline import SCHEDULERS
+    from bespoke_exp.generate.pipeline import scheduler_problem
 
     problems: list[str] = []
     steps = _value(cfg, "sampler.steps")
@@ -119,9 +134,31 @@ def _sampler(cfg: DictConfig) -> list[str]:
     batch = _value(cfg, "sampler.batch_size")
     if not _is_int(batch) or batch <= 0:
         problems.append(f"sampler.batch_size={batch!r} must be an integer > 0")
-    scheduler = _value(cfg, "sampler.scheduler")
-    if scheduler not in SCHEDULERS:
-        problems.append(f"sampler.scheduler={scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    scheduler = scheduler_problem(_value(cfg, "sampler.scheduler"))  # unknown, or needs a missing package
+    if scheduler:
+        problems.append(scheduler)
+    return problems
+
+
+def _prompt_reading(cfg: DictConfig) -> list[str]:
+    """How the text encoders read the prompts: sampler.long_prompts, prompt_weighting, clip_skip.
+    A key left out of an older sampler config takes its default."""
+    problems: list[str] = []
+    mode = _value(cfg, "sampler.long_prompts")
+    if mode is not _MISSING and mode not in LONG_PROMPTS:
+        problems.append(
+            f"sampler.long_prompts={mode!r} must be chunk (75-token chunks, as A1111 / ComfyUI) "
+            "or truncate (the first 77 tokens, as diffusers alone)"
+        )
+    weighting = _value(cfg, "sampler.prompt_weighting")
+    if weighting is not _MISSING and not isinstance(weighting, bool):
+        problems.append(f"sampler.prompt_weighting={weighting!r} must be true or false")
+    skip = _value(cfg, "sampler.clip_skip")
+    if skip not in (None, _MISSING) and (not _is_int(skip) or skip < 1):
+        problems.append(
+            f"sampler.clip_skip={skip!r} must be null (the model's own layer) or an integer >= 1 "
+            "(A1111's count: 2 = the penultimate layer, SDXL's own)"
+        )
     return problems
 
 
@@ -135,10 +172,20 @@ def _model(cfg: DictConfig) -> list[str]:
     elif (
         pretrained.startswith(("/", ".", "~"))
         and not Path(pretrained).expanduser().is_dir()
-        and not _demo_pending(cfg, pretrained)
+        and not demo_pending(cfg, pretrained)
     ):
         problems.append(
             f"model.pretrained={pretrained} is not a folder (a pipeline saved with save_pretrained)"
+        )
+    family = _value(cfg, "model.family")
+    if family is _MISSING:
+        problems.append(
+            "model.family is not set; add `family: sdxl` to the model config (the LoRA family it takes)"
+        )
+    elif family not in checkpoints.BASE_FAMILIES:
+        problems.append(
+            f"model.family={family!r} is not one of {', '.join(checkpoints.BASE_FAMILIES)} "
+            "(the LoRA family the base model takes)"
         )
     dtype = _value(cfg, "model.dtype")
     if dtype is not None and dtype not in DTYPES:
@@ -166,7 +213,7 @@ def _device_problems(device: object) -> list[str]:
     return [f"model.device={device!r} must be auto, cpu, cuda, cuda:N or mps"]
 
 
-def _demo_pending(cfg: DictConfig, path: object) -> bool:
+def demo_pending(cfg: DictConfig, path: object) -> bool:
     """`path` is inside the embedded demo, which is not built yet: the first job builds it."""
     from bespoke_exp.demo.build import COMPLETE_MARKER
 
@@ -180,7 +227,7 @@ def _demo_pending(cfg: DictConfig, path: object) -> bool:
 
 def _checkpoint_files(cfg: DictConfig) -> list[str]:
     folder, stem = _value(cfg, "checkpoint.dir"), _value(cfg, "checkpoint.stem")
-    if _demo_pending(cfg, folder):
+    if demo_pending(cfg, folder):
         return []
     if not Path(str(folder)).is_dir():
         return [
@@ -196,7 +243,7 @@ def _checkpoint_files(cfg: DictConfig) -> list[str]:
 
 def _training_images(cfg: DictConfig) -> list[str]:
     train_dir = _value(cfg, "checkpoint.train_dir")
-    if train_dir in (None, _MISSING) or _demo_pending(cfg, train_dir):
+    if train_dir in (None, _MISSING) or demo_pending(cfg, train_dir):
         return []
     folder = Path(str(train_dir))
     if not folder.is_dir():
@@ -263,6 +310,7 @@ def _prompts(cfg: DictConfig) -> list[str]:
 _CHECKS: tuple[Callable[[DictConfig], list[str]], ...] = (
     _sweep_axes,
     _sampler,
+    _prompt_reading,
     _model,
     _checkpoint_files,
     _training_images,

@@ -1,0 +1,204 @@
+"""The demo's base model, trained from scratch: a tiny SDXL-architecture pipeline that has
+seen thousands of punk portraits, but only soft, off-grid renders with loose captions.
+
+So it draws punks roughly (blurred edges, cells of the wrong size, out of place) and
+ignores what its captions never named (eyes, lips, collar, glasses, coordinates), as
+SDXL does before a pixel-art LoRA teaches it the style.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from bespoke_exp.demo import punks
+from bespoke_exp.demo.tiny_pipeline import build_tiny_pipeline
+from bespoke_exp.pixelart.colors import NAMED_COLORS
+
+RESOLUTION = 192  # 8 px per cell: one SDXL latent (1/8 of the image) per cell of the art
+
+
+@dataclass(frozen=True)
+class BaseTraining:
+    """The base model's pre-training; `smoke` is the same code on a few steps."""
+
+    images: int = 4096
+    vae_steps: int = 1500
+    vae_batch: int = 32
+    vae_crop: int = 64
+    vae_learning_rate: float = 1e-3
+    steps: int = 2200
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    warmup: int = 200
+    caption_dropout: float = 0.1  # zeroed text embeddings: SDXL's unconditional input
+    seed: int = 0
+
+    @classmethod
+    def smoke(cls) -> BaseTraining:
+        return cls(images=8, vae_steps=2, vae_batch=2, steps=2, batch_size=2, warmup=1)
+
+
+def rough_render(spec: punks.PunkSpec, rng: np.random.Generator, size: int = RESOLUTION) -> np.ndarray:
+    """The portrait as the base model knows it: resampled smoothly to a random cell size
+    (6.4 to 8.6 px), shifted sideways, sitting on the bottom edge, and blurred."""
+    extent = int(round(size * rng.uniform(0.8, 1.08)))
+    art = Image.fromarray(punks.render(spec)).resize((extent, extent), Image.BILINEAR)
+    canvas = Image.new("RGB", (size, size), NAMED_COLORS[spec.background])
+    slack = size - extent
+    left = int(rng.integers(min(0, slack), max(0, slack) + 1))
+    canvas.paste(art, (left, slack))
+    canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 1.5))))
+    return np.asarray(canvas)
+
+
+def crisp_render(spec: punks.PunkSpec, size: int = RESOLUTION) -> np.ndarray:
+    """The portrait as the pixel-art LoRA's training images show it: nearest-neighbour."""
+    return np.asarray(Image.fromarray(punks.render(spec)).resize((size, size), Image.NEAREST))
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 HWC images as one NCHW float batch in [-1, 1]."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train_base_pipeline(out_dir: Path, schedule: BaseTraining, device: str = "cpu", log=print) -> Path:
+    """Train the VAE, then the UNet and both text encoders; save with `save_pretrained`."""
+    torch.manual_seed(schedule.seed)
+    with tempfile.TemporaryDirectory() as tokenizer_dir:
+        pipe = build_tiny_pipeline(Path(tokenizer_dir))
+    rng = np.random.default_rng(schedule.seed)
+    specs = [punks.sample_spec(rng) for _ in range(schedule.images)]
+    rough = [rough_render(spec, rng) for spec in specs]
+    crisp = [crisp_render(spec) for spec in specs]
+    pipe.to(device)
+    _train_vae(pipe.vae, rough, crisp, schedule, device, log)
+    latents = _encode(pipe.vae, rough, device)
+    _train_denoiser(pipe, latents, [punks.base_caption(s) for s in specs], schedule, device, log)
+    pipe.to("cpu")
+    pipe.save_pretrained(out_dir)
+    return out_dir
+
+
+def _train_vae(vae, rough: list[np.ndarray], crisp: list[np.ndarray], schedule, device: str, log) -> None:
+    """Reconstruction on crops (the VAE is convolutional): rough and crisp renders alike,
+    crisp crops on the 8 px lattice so a cell maps onto one latent."""
+    vae.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=schedule.vae_learning_rate)
+    generator = np.random.default_rng(schedule.seed + 1)
+    crop = schedule.vae_crop
+    for step in range(schedule.vae_steps):
+        batch = []
+        for _ in range(schedule.vae_batch):
+            index = int(generator.integers(len(rough)))
+            if generator.random() < 0.5:
+                image, y, x = rough[index], *generator.integers(0, RESOLUTION - crop + 1, 2)
+            else:
+                image, y, x = crisp[index], *(8 * generator.integers(0, (RESOLUTION - crop) // 8 + 1, 2))
+            batch.append(image[y : y + crop, x : x + crop])
+        pixels = to_tensor(batch).to(device)
+        posterior = vae.encode(pixels).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        loss = torch.nn.functional.mse_loss(reconstruction, pixels) + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == schedule.vae_steps - 1:
+            log(f"vae step {step}: loss {loss.item():.5f}")
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():  # unit-variance latents, as SDXL's scaling factor gives
+        sample = to_tensor(rough[:64] + crisp[:64]).to(device)
+        std = vae.encode(sample).latent_dist.mean.std().item()
+    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+
+
+@torch.no_grad()
+def _encode(vae, images: list[np.ndarray], device: str) -> torch.Tensor:
+    """kohya's cache_latents: every training image encoded once."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    chunks = []
+    for start in range(0, len(images), 64):
+        pixels = to_tensor(images[start : start + 64]).to(device)
+        chunks.append(vae.encode(pixels).latent_dist.sample(generator) * vae.config.scaling_factor)
+    return torch.cat(chunks)
+
+
+def _train_denoiser(pipe, latents: torch.Tensor, captions: list[str], schedule, device: str, log) -> None:
+    from diffusers import DDPMScheduler
+
+    modules = (pipe.unet, pipe.text_encoder, pipe.text_encoder_2)
+    parameters = [p for m in modules for p in m.parameters()]
+    for module in modules:
+        module.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate, weight_decay=1e-2)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(schedule))
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    generator = torch.Generator(device=device).manual_seed(schedule.seed + 2)
+    for step in range(schedule.steps):
+        index = torch.randint(len(captions), (schedule.batch_size,), generator=generator, device=device)
+        keep = torch.rand(schedule.batch_size, generator=generator, device=device) >= schedule.caption_dropout
+        loss = denoising_loss(
+            pipe, noise_scheduler, latents[index], [captions[i] for i in index.tolist()], generator, keep
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        lr_scheduler.step()
+        if step % 100 == 0 or step == schedule.steps - 1:
+            log(f"base step {step}: loss {loss.item():.5f}")
+    for module in modules:
+        module.eval().requires_grad_(False)
+
+
+def _warmup_cosine(schedule: BaseTraining) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < schedule.warmup:
+            return (step + 1) / schedule.warmup
+        progress = (step - schedule.warmup) / max(1, schedule.steps - schedule.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def denoising_loss(
+    pipe,
+    noise_scheduler,
+    latents: torch.Tensor,
+    captions: list[str],
+    generator: torch.Generator,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SDXL's epsilon-prediction loss on one batch of cached latents; rows where `keep`
+    is False get zeroed text embeddings (the unconditional input for guidance)."""
+    from bespoke_exp.generate.pipeline import quiet_truncation
+
+    device = latents.device
+    with quiet_truncation():
+        prompt_embeds, _, pooled, _ = pipe.encode_prompt(
+            captions, device=device, do_classifier_free_guidance=False
+        )
+    if keep is not None:
+        prompt_embeds = prompt_embeds * keep[:, None, None]
+        pooled = pooled * keep[:, None]
+    size = latents.shape[-1] * 8
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32, device=device)
+    noise = torch.randn(latents.shape, generator=generator, device=device)
+    timesteps = torch.randint(
+        0, noise_scheduler.config.num_train_timesteps, (len(captions),), generator=generator, device=device
+    )
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    prediction = pipe.unet(
+        noisy,
+        timesteps,
+        encoder_hidden_states=prompt_embeds,
+        added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids.repeat(len(captions), 1)},
+    ).sample
+    return torch.nn.functional.mse_loss(prediction, noise)

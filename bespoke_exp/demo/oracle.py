@@ -1,0 +1,94 @@
+"""The demo's ground truth, independent of the harness's metrics: held-out portrait specs,
+the exact 24x24 art each one asks for, and how much of it a generated picture got right.
+
+The harness never sees this module. Its choice of epoch is checked against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bespoke_exp.demo import punks
+from bespoke_exp.demo.training import DemoTraining, training_specs
+from bespoke_exp.pixelart.grid import recover_grid
+
+HELDOUT_SEED = 2027
+# Levels (of 255) per channel within which a recovered cell counts as the target colour:
+# the named colours the portraits use are all further apart than this.
+TOLERANCE = 40
+
+
+def heldout_specs(count: int = 4, training: DemoTraining = DemoTraining()) -> list[punks.PunkSpec]:
+    """Portraits the LoRA never saw: each a new combination of background, hair and skin
+    (every one of those colours does appear in the training images), no two sharing a
+    background."""
+    trained = training_specs(training)
+    seen = {(s.background, s.hair, s.skin) for s in trained}
+    colours = {c for s in trained for c in (s.background, s.hair, s.skin)}
+    rng = np.random.default_rng(HELDOUT_SEED)
+    specs: list[punks.PunkSpec] = []
+    while len(specs) < count:
+        spec = punks.house_spec(rng)
+        new = (spec.background, spec.hair, spec.skin) not in seen
+        if (
+            new
+            and {spec.background, spec.hair, spec.skin} <= colours
+            and spec.background not in {s.background for s in specs}
+        ):
+            specs.append(spec)
+    return specs
+
+
+def oracle_accuracy(image: Image.Image | np.ndarray, spec: punks.PunkSpec) -> float:
+    """Share of the 576 cells whose recovered colour is the target's (0 when no grid can
+    be recovered at all)."""
+    try:
+        cells = np.asarray(recover_grid(image, punks.CELLS), dtype=int)
+    except (ValueError, RuntimeError):
+        return 0.0
+    target = punks.render(spec).astype(int)
+    return float((np.abs(cells - target) <= TOLERANCE).all(-1).mean())
+
+
+def epoch_accuracies(
+    pipeline_dir: Path,
+    checkpoints: dict[int, Path],
+    specs: Sequence[punks.PunkSpec],
+    *,
+    seeds: Sequence[int] = (0, 1),
+    guidance: float = 7.5,
+    steps: int = 12,
+    device: str = "cpu",
+) -> dict[int, float]:
+    """Mean oracle accuracy per epoch over every spec x seed, generated through the
+    harness's own loading path (0 is the base model without a LoRA)."""
+    from bespoke_exp.generate import pipeline as pl
+
+    pipe = pl.load_pipeline(str(pipeline_dir), device=device, dtype="float32")
+    settings = pl.SamplerSettings(
+        scheduler="euler",
+        steps=steps,
+        guidance=guidance,
+        width=192,
+        height=192,
+        negative_prompt="",
+        batch_size=len(specs) * len(seeds),
+    )
+    items = [
+        pl.GenerationItem(str(i), punks.lora_caption(spec), seed)
+        for i, spec in enumerate(specs)
+        for seed in seeds
+    ]
+    accuracies = {}
+    for epoch, path in {0: None, **checkpoints}.items():
+        with pl.lora_applied(pipe, path):
+            scores = [
+                oracle_accuracy(image, specs[int(item.prompt_id)])
+                for item, image in pl.generate(pipe, items, settings)
+            ]
+        accuracies[epoch] = float(np.mean(scores))
+    return accuracies
