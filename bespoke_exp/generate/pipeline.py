@@ -229,13 +229,14 @@ def load_pipeline(
         local = Path(pretrained).is_dir()
         log.info("loading base pipeline %s on %s (%s)", pretrained, device, torch_dtype)
         try:
-            pipe = DiffusionPipeline.from_pretrained(
-                pretrained,
-                torch_dtype=torch_dtype,
-                variant=variant,
-                use_safetensors=True,
-                local_files_only=local,
-            )
+            with quiet_loading():
+                pipe = DiffusionPipeline.from_pretrained(
+                    pretrained,
+                    dtype=torch_dtype,
+                    variant=variant,
+                    use_safetensors=True,
+                    local_files_only=local,
+                )
         except Exception as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ModelLoadError(
@@ -297,9 +298,10 @@ def lora_applied(pipe, checkpoint: Path | None, scale: float = 1.0) -> Iterator[
         return
     try:  # a load that fails half-way must not leave a half-applied adapter behind
         try:
-            pipe.load_lora_weights(
-                str(checkpoint.parent), weight_name=checkpoint.name, adapter_name=ADAPTER_NAME
-            )
+            with quiet_loading():
+                pipe.load_lora_weights(
+                    str(checkpoint.parent), weight_name=checkpoint.name, adapter_name=ADAPTER_NAME
+                )
             pipe.set_adapters([ADAPTER_NAME], adapter_weights=[scale])
         except Exception as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -332,6 +334,25 @@ def quiet_truncation() -> Iterator[None]:
     finally:
         diffusers_logging.set_verbosity(saved[0])
         transformers_logging.set_verbosity(saved[1])
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    # diffusers' and transformers' per-component progress bars: one pair per LoRA switch would
+    # bury the job's own progress lines. Errors still surface as exceptions.
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    shown = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown[0]:
+            diffusers_logging.enable_progress_bar()
+        if shown[1]:
+            transformers_logging.enable_progress_bar()
 
 
 # --- Prompts as the user's tools read them (see generate/prompt_chunks.py) -----------------------
