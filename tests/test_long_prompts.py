@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from bespoke_exp.config import compose_config
 from bespoke_exp.generate import pipeline as pl
 from bespoke_exp.generate import prompt_chunks as pc
+from bespoke_exp.generate import prompt_encoding as pe
 from bespoke_exp.sweep.job_scores import make_scorer, score_images
 from bespoke_exp.sweep.validate import config_problems
 
@@ -46,7 +47,7 @@ def sdxl_padding(request, pipe):
 
 def _conditioning(pipe, prompts: list[str], settings: pl.SamplerSettings, n_chunks: int = 1) -> dict:
     with torch.inference_mode():
-        return pl.prompt_conditioning(pipe, prompts, settings, n_chunks)
+        return pe.prompt_conditioning(pipe, prompts, settings, n_chunks)
 
 
 def _diffusers(pipe, prompts: list[str], negative: str) -> tuple:
@@ -122,7 +123,7 @@ def test_text_after_token_77_counts_in_chunk_mode_and_not_in_truncate_mode(pipe)
     changed = ADVANCED.replace("blue collar", "red collar")
     for mode, differs in (("chunk", True), ("truncate", False)):
         settings = replace(SETTINGS, long_prompts=mode)
-        n_chunks = pl.prompt_chunk_count(pipe, ADVANCED, settings)
+        n_chunks = pe.prompt_chunk_count(pipe, ADVANCED, settings)
         one, other = (_conditioning(pipe, [text], settings, n_chunks) for text in (ADVANCED, changed))
         assert (n_chunks > 1) is (mode == "chunk") and one["prompt_embeds"].shape[1] == 77 * n_chunks
         assert (not torch.equal(one["prompt_embeds"], other["prompt_embeds"])) is differs, mode
@@ -132,13 +133,13 @@ def test_text_after_token_77_counts_in_chunk_mode_and_not_in_truncate_mode(pipe)
 
 def test_a_short_negative_prompt_is_padded_with_empty_chunks_to_the_prompts_length(pipe):
     settings = replace(SETTINGS, negative_prompt="blurry")
-    n_chunks = pl.prompt_chunk_count(pipe, ADVANCED, settings)
+    n_chunks = pe.prompt_chunk_count(pipe, ADVANCED, settings)
     long = _conditioning(pipe, [ADVANCED], settings, n_chunks)
     negative = long["negative_prompt_embeds"]
     assert negative.shape == long["prompt_embeds"].shape
     with torch.inference_mode():
-        alone, alone_pooled = pl.encode_prompts(pipe, ["blurry"], settings)
-        empty, _ = pl.encode_prompts(pipe, [""], settings)
+        alone, alone_pooled = pe.encode_prompts(pipe, ["blurry"], settings)
+        empty, _ = pe.encode_prompts(pipe, [""], settings)
     assert torch.equal(negative[:, :77], alone)
     assert torch.equal(long["negative_pooled_prompt_embeds"], alone_pooled)
     assert all(torch.equal(negative[:, 77 * i : 77 * (i + 1)], empty) for i in range(1, n_chunks))
