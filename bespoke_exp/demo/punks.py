@@ -126,28 +126,6 @@ def caption(spec: PunkSpec) -> str:
     return ", ".join(parts)
 
 
-def short_caption(spec: PunkSpec) -> str:
-    """The coordinate caption cut to fit one CLIP pass (under 75 tokens): part of the demo
-    tokenizer's corpus, so prompts written this way tokenize into whole words."""
-    (px0, py0), (px1, py1) = spec.pupils
-    parts = [
-        "bespoke",
-        "24x24 pixel art portrait",
-        spec.gender,
-        f"{spec.background} solid background",
-        f"{spec.hair} hair starting at y={spec.hair_top} extending to y={spec.hair_bottom}",
-        f"black pupils at ({px0},{py0}) and ({px1},{py1})",
-        f"{spec.iris} eyes",
-        f"{spec.lips} lips",
-        f"{spec.skin} skin tone",
-    ]
-    if spec.collar is not None:
-        parts.append(f"{spec.collar} collar")
-    if spec.glasses is not None:
-        parts.append(f"{spec.glasses} glasses")
-    return ", ".join(parts)
-
-
 def base_caption(spec: PunkSpec) -> str:
     """How the demo's base model saw portraits described: loosely, without the trigger
     word, eyes, lips, collar, glasses or coordinates."""

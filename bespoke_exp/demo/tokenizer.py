@@ -28,8 +28,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 def _corpus_words() -> list[str]:
     """Every word the demo's captions and the shipped prompt sets use, in a stable order."""
     rng = np.random.default_rng(0)
-    specs = [punks.sample_spec(rng) for _ in range(400)]
-    texts = [style(spec) for spec in specs for style in (punks.caption, punks.short_caption)]
+    texts = [punks.caption(punks.sample_spec(rng)) for _ in range(400)]
     texts.append(punks.caption(punks.PunkSpec()))
     texts.append(
         "24x24 pixel art male female glasses spanning solid background right-facing profile "
