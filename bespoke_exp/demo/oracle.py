@@ -14,7 +14,7 @@ from PIL import Image
 
 from bespoke_exp.demo import punks
 from bespoke_exp.demo.training import DemoTraining, training_specs
-from bespoke_exp.pixelart.grid import recover_grid
+from bespoke_exp.pixelart.grid import cell_accuracy, recover_grid
 
 HELDOUT_SEED = 2027
 # Levels (of 255) per channel within which a recovered cell counts as the target colour:
@@ -47,11 +47,10 @@ def oracle_accuracy(image: Image.Image | np.ndarray, spec: punks.PunkSpec) -> fl
     """Share of the 576 cells whose recovered colour is the target's (0 when no grid can
     be recovered at all)."""
     try:
-        cells = np.asarray(recover_grid(image, punks.CELLS), dtype=int)
+        cells = np.asarray(recover_grid(image, punks.CELLS))
     except (ValueError, RuntimeError):
         return 0.0
-    target = punks.render(spec).astype(int)
-    return float((np.abs(cells - target) <= TOLERANCE).all(-1).mean())
+    return cell_accuracy(cells, punks.render(spec), tolerance=TOLERANCE)
 
 
 def epoch_accuracies(
