@@ -71,18 +71,23 @@ class SweepCallback(Callback):
             )
         total = None if jobs is None else len(jobs)
         sweep_id = new_sweep_id()
-        parent = start_parent(
-            tracker,
-            config,
-            f"sweep {sweep_id}",
-            overrides,
-            total,
-            tags={tracking.TAG_SWEEP_ID: sweep_id, tracking.TAG_ROLE: "sweep", "sweep_dir": str(sweep_dir)},
-        )
-        state = SweepContext(
-            sweep_id=sweep_id, parent_run_id=parent, total_jobs=total, launched_by=this_process()
-        )
-        _OPEN_PARENTS[parent] = (tracker, state)
+        with tracking.interrupts_deferred():  # an open parent is always one that will be closed
+            parent = start_parent(
+                tracker,
+                config,
+                f"sweep {sweep_id}",
+                overrides,
+                total,
+                tags={
+                    tracking.TAG_SWEEP_ID: sweep_id,
+                    tracking.TAG_ROLE: "sweep",
+                    "sweep_dir": str(sweep_dir),
+                },
+            )
+            state = SweepContext(
+                sweep_id=sweep_id, parent_run_id=parent, total_jobs=total, launched_by=this_process()
+            )
+            _OPEN_PARENTS[parent] = (tracker, state)
         try:
             write_state(sweep_dir, state)
         except (OSError, RuntimeError) as error:
@@ -180,8 +185,9 @@ def _end_sweep(config: DictConfig, context: SweepContext) -> None:
     )
     # A sweep with failed jobs is still ranked, but registers no model version.
     analysed = finished + len(reused) > 0 and _analyse(config, context, register=not failed)
-    tracking.finish_run(tracker, context.parent_run_id, "FAILED" if failed else "FINISHED")
-    _OPEN_PARENTS.pop(context.parent_run_id, None)
+    with tracking.interrupts_deferred():  # a kill now must not turn a closed sweep KILLED
+        tracking.finish_run(tracker, context.parent_run_id, "FAILED" if failed else "FINISHED")
+        _OPEN_PARENTS.pop(context.parent_run_id, None)
     print(summary_text(tracker, context, children, reused), flush=True)
     if failed:
         # Hydra swallows callback exceptions but not SystemExit: the sweep must exit non-zero.

@@ -31,6 +31,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from bespoke_exp.tracking.interrupts import ShieldedClient  # noqa: E402
+
 # Tags: identity of a run, queryable as tags.<name> in search filters.
 TAG_SWEEP_ID = "sweep_id"
 TAG_ROLE = "bespoke.role"  # "sweep" (parent) or "job" (child)
@@ -49,7 +51,7 @@ class TrackingError(RuntimeError):
 
 @dataclass(frozen=True)
 class Tracker:
-    client: MlflowClient
+    client: MlflowClient  # a ShieldedClient: a Ctrl-C never lands inside a store call
     uri: str
     experiment_id: str
     experiment_name: str
@@ -134,7 +136,7 @@ def connect(uri: str, experiment: str, artifact_location: str | None = None) -> 
         check_sqlite_writable(uri)
     try:
         with _store_setup_lock(uri):
-            client = MlflowClient(tracking_uri=uri)
+            client = ShieldedClient(MlflowClient(tracking_uri=uri))
             experiment_id = _experiment_id(
                 client, experiment, artifact_location or default_artifact_location(uri)
             )
@@ -348,7 +350,7 @@ class SweepNotFound(LookupError):
 def find_sweep_experiment(uri: str, sweep: str | None = None) -> str | None:
     """The name of the experiment holding the sweep (the newest sweep when None), searching
     every experiment in the store; None when there is no such sweep."""
-    client = MlflowClient(tracking_uri=uri)
+    client = ShieldedClient(MlflowClient(tracking_uri=uri))
     with _store_setup_lock(uri):
         experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     if not experiments:
