@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from bespoke_exp.generate import checkpoints
+from bespoke_exp.generate import checkpoint_folder, checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     try:
-        inspection = checkpoints.inspect_checkpoints(args.path)
+        inspection = checkpoint_folder.inspect_checkpoints(args.path)
     except checkpoints.CheckpointError as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(inspection.to_dict(), indent=2))
     else:
-        print(checkpoints.format_inspection(inspection))
+        print(checkpoint_folder.format_inspection(inspection))
     return 0
 
 

@@ -19,10 +19,10 @@ from safetensors.torch import save_file
 
 from bespoke_exp.config import CONF_DIR, compose_config
 from bespoke_exp.generate import checkpoints
+from bespoke_exp.generate.checkpoint_folder import format_inspection, inspect_checkpoints
 from bespoke_exp.generate.checkpoints import (
     CheckpointError,
     file_sha256,
-    inspect_checkpoints,
     lora_family,
     read_checkpoint,
     training_settings,
@@ -222,7 +222,7 @@ def test_a_folder_without_any_metadata_is_described_from_names_and_tensors(tmp_p
     ]
     assert inspection.shared_settings() == {}
     assert inspection.warnings == ["pickle-based files not read (they can run code when loaded): notes.ckpt"]
-    assert "training settings: none in the header" in checkpoints.format_inspection(inspection)
+    assert "training settings: none in the header" in format_inspection(inspection)
 
 
 def test_unreadable_and_non_lora_files_are_warnings_not_failures(run_dir):
@@ -240,7 +240,7 @@ def test_one_file_is_inspected_alone_without_gap_warnings(run_dir):
 
 
 def test_the_table_shows_every_file_and_the_shared_settings(run_dir):
-    table = checkpoints.format_inspection(inspect_checkpoints(run_dir))
+    table = format_inspection(inspect_checkpoints(run_dir))
     row = next(line for line in table.splitlines() if line.startswith("5 "))
     assert row.split()[:2] == ["5", "Run.safetensors"] and "SDXL" in row.split()
     assert "lr_scheduler" in table and "cosine_with_restarts" in table

@@ -3,9 +3,9 @@
 kohya's naming: epoch N is `{stem}-{N:06d}.safetensors`; the final epoch is the bare
 `{stem}.safetensors`. This module is the one place that turns a checkpoint file into a
 description: sha256, LoRA family (SDXL / SD1.x / FLUX) from the tensor keys, rank and alpha,
-and the training settings kohya writes into the header (`ss_*`). `inspect_checkpoints` does
-it for a whole folder and says what looks wrong (`python -m bespoke_exp.inspect PATH`). It
-reads headers and a few scalars, never loads tensors into a model, never imports diffusers.
+and the training settings kohya writes into the header (`ss_*`). `checkpoint_folder` does it
+for a whole folder. It reads headers and a few scalars, never loads tensors into a model,
+never imports diffusers.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors import safe_open
@@ -50,7 +50,7 @@ class CheckpointInfo:
     @property
     def ss_epoch(self) -> int | None:
         """The epoch the header claims (kohya rewrites `ss_epoch` at every save)."""
-        value = _parse_value(self.metadata.get("ss_epoch", ""))
+        value = parse_value(self.metadata.get("ss_epoch", ""))
         return value if isinstance(value, int) else None
 
     @property
@@ -243,7 +243,7 @@ def lora_family(keys: Iterable[str], metadata: Mapping[str, str] | None = None) 
     return "unknown", "neither the tensor keys nor the header name a known family"
 
 
-def _parse_value(text: str) -> object:
+def parse_value(text: str) -> object:
     """A header value as data: kohya writes every value as a string (numbers, True/False, None,
     JSON tables for datasets and tags)."""
     if text in ("True", "False", "None"):
@@ -265,8 +265,8 @@ def trigger_words(metadata: Mapping[str, str], share: float = 0.9) -> list[str]:
     """The words that call the LoRA up: the header's `modelspec.trigger_phrase`, then the caption
     tags at least `share` of a dataset folder's images carry (kohya's `ss_tag_frequency`)."""
     words = [metadata.get("modelspec.trigger_phrase", "")]
-    frequency = _parse_value(metadata.get("ss_tag_frequency", ""))
-    folders = _parse_value(metadata.get("ss_dataset_dirs", ""))
+    frequency = parse_value(metadata.get("ss_tag_frequency", ""))
+    folders = parse_value(metadata.get("ss_dataset_dirs", ""))
     for folder, tags in (frequency if isinstance(frequency, dict) else {}).items():
         counts = {t: n for t, n in (tags if isinstance(tags, dict) else {}).items() if isinstance(n, int)}
         info = folders.get(folder) if isinstance(folders, dict) else None
@@ -283,7 +283,7 @@ def training_settings(metadata: Mapping[str, str]) -> dict[str, object]:
     """Every kohya `ss_*` header value, named without the prefix in kohya's own words (unet_lr,
     lr_scheduler, network_dim, ...) and parsed, plus `trigger_words`; empty for a file without
     training metadata. The whole record a retraining config can be written from."""
-    settings = {k[3:]: _parse_value(v) for k, v in sorted(metadata.items()) if k.startswith("ss_")}
+    settings = {k[3:]: parse_value(v) for k, v in sorted(metadata.items()) if k.startswith("ss_")}
     words = trigger_words(metadata)
     if words:
         settings["trigger_words"] = words
@@ -317,7 +317,7 @@ HEADLINE_SETTINGS = (
     "num_train_images",
     "trigger_words",
 )
-_PER_EPOCH = ("steps",)
+PER_EPOCH_SETTINGS = ("steps",)
 
 
 def headline_settings(settings: Mapping[str, object]) -> dict[str, object]:
@@ -353,8 +353,8 @@ def read_checkpoint(path: Path, epoch: int | None = None) -> CheckpointInfo:
             f"{path} is a pickle-based checkpoint, which can run code when loaded; convert it to .safetensors"
         )
     metadata, keys, rank, alpha = _read_header(path)
-    claimed_rank = _parse_value(metadata.get("ss_network_dim", ""))
-    claimed_alpha = _parse_value(metadata.get("ss_network_alpha", ""))
+    claimed_rank = parse_value(metadata.get("ss_network_dim", ""))
+    claimed_alpha = parse_value(metadata.get("ss_network_alpha", ""))
     family, evidence = lora_family(keys, metadata)
     return CheckpointInfo(
         path=path,
@@ -397,232 +397,3 @@ def check_family(info: CheckpointInfo, expected: str, model: str) -> None:
         f"{want} (model.family={expected}): point checkpoint.dir at {want} LoRA files, or use a "
         f"base model of the {have} family"
     )
-
-
-# --- a folder of checkpoints: epochs, warnings, a table -------------------------------------
-
-_NUMBERED = re.compile(r"^(?P<stem>.+)-(?P<epoch>\d{6})$")
-
-
-def kohya_name(path: Path) -> tuple[str, int | None]:
-    """(stem, epoch) by kohya's naming: `{stem}-{N:06d}` is epoch N; a bare `{stem}` is the
-    final epoch, whose number the name doesn't carry (None)."""
-    match = _NUMBERED.match(path.stem)
-    return (match["stem"], int(match["epoch"])) if match else (path.stem, None)
-
-
-@dataclass(frozen=True)
-class Inspection:
-    """What `inspect_checkpoints` found: one CheckpointInfo per readable file, by stem and epoch."""
-
-    path: Path
-    checkpoints: list[CheckpointInfo]
-    warnings: list[str]
-
-    def shared_settings(self) -> dict[str, object]:
-        """HEADLINE_SETTINGS (less the per-epoch ones) with one value across every file that has
-        training metadata; a setting that differs between files is None (the warnings name it)."""
-        rows = [headline_settings(i.training) for i in self.checkpoints if i.is_lora and i.training]
-        keys = [k for k in HEADLINE_SETTINGS if k not in _PER_EPOCH and any(k in row for row in rows)]
-        return {
-            k: rows[0].get(k) if all(row.get(k) == rows[0].get(k) for row in rows) else None for k in keys
-        }
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "path": str(self.path),
-            "checkpoints": [info.to_dict() for info in self.checkpoints],
-            "training": self.shared_settings(),
-            "warnings": self.warnings,
-        }
-
-
-def inspect_checkpoints(path: str | Path) -> Inspection:
-    """Describe a checkpoint file, or every .safetensors file in a folder, with warnings: gaps
-    in the epoch sequence, `ss_epoch` disagreeing with the name, mixed ranks / bases / settings,
-    duplicate content, files that aren't readable LoRAs. Raises CheckpointError when `path`
-    does not exist or holds no readable .safetensors file."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist")
-    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
-    pickled = [] if path.is_file() else sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if path.is_file() and path.suffix != ".safetensors":
-        raise CheckpointError(f"{path} is not a .safetensors file")
-    if not files:
-        also = f" ({len(pickled)} pickle-based files, not read: convert them)" if pickled else ""
-        raise CheckpointError(f"{path} holds no .safetensors files{also}")
-    infos, warnings = [], []
-    for file in files:
-        try:
-            infos.append(read_checkpoint(file))
-        except CheckpointError as error:
-            warnings.append(str(error))
-    if not infos:
-        first = warnings[0]
-        raise CheckpointError(first if len(files) == 1 else f"{len(files)} files, none readable: {first}")
-    infos = _with_epochs(infos)
-    warnings += [f"{i.path.name} holds no LoRA weights: not a LoRA file" for i in infos if not i.is_lora]
-    loras = [i for i in infos if i.is_lora]
-    warnings += (
-        _epoch_warnings(loras, gaps=path.is_dir()) + _mixed_warnings(loras) + _duplicate_warnings(infos)
-    )
-    if pickled:
-        warnings.append(f"pickle-based files not read (they can run code when loaded): {', '.join(pickled)}")
-    return Inspection(path, infos, warnings)
-
-
-def _num_epochs(info: CheckpointInfo) -> int | None:
-    value = _parse_value(info.metadata.get("ss_num_epochs", ""))
-    return value if isinstance(value, int) else None
-
-
-def _with_epochs(infos: list[CheckpointInfo]) -> list[CheckpointInfo]:
-    """Each file's epoch by kohya's naming. The bare file is the final epoch: the run's
-    `ss_num_epochs`, else one past the numbered files beside it, else its own `ss_epoch`."""
-    numbered: dict[str, list[int]] = {}
-    for info in infos:
-        stem, epoch = kohya_name(info.path)
-        if epoch is not None:
-            numbered.setdefault(stem, []).append(epoch)
-    dated = []
-    for info in infos:
-        stem, epoch = kohya_name(info.path)
-        if epoch is None:
-            after = max(numbered[stem]) + 1 if stem in numbered else None
-            epoch = next((e for e in (_num_epochs(info), after, info.ss_epoch) if e is not None), None)
-        dated.append(replace(info, epoch=epoch))
-    return sorted(dated, key=lambda i: (kohya_name(i.path)[0], i.epoch is None, i.epoch or 0, i.path.name))
-
-
-def _epoch_warnings(infos: list[CheckpointInfo], gaps: bool) -> list[str]:
-    """`ss_epoch` against the name, two files for one epoch and (with `gaps`, for a folder)
-    epochs up to the run's last that have no file: a sweep can't cover those."""
-    warnings = []
-    by_stem: dict[str, list[CheckpointInfo]] = {}
-    for info in infos:
-        stem, numbered = kohya_name(info.path)
-        by_stem.setdefault(stem, []).append(info)
-        said = f"epoch {numbered} by its name" if numbered else f"the final epoch ({info.epoch})"
-        if info.ss_epoch is not None and info.epoch is not None and info.ss_epoch != info.epoch:
-            warnings.append(f"{info.path.name} is {said}, but its header says ss_epoch={info.ss_epoch}")
-    for stem, group in by_stem.items():
-        epochs = Counter(i.epoch for i in group if i.epoch is not None)
-        last = max([*epochs, *(e for e in map(_num_epochs, group) if e is not None)], default=0)
-        missing = [e for e in range(1, last + 1) if e not in epochs]
-        if gaps and missing:
-            warnings.append(f"{stem}: no file for epoch {_ranges(missing)} (of 1..{last})")
-        for epoch, count in sorted(epochs.items()):
-            if count > 1:
-                names = ", ".join(i.path.name for i in group if i.epoch == epoch)
-                warnings.append(f"{stem}: epoch {epoch} has {count} files: {names}")
-    return warnings
-
-
-def _ranges(numbers: list[int]) -> str:
-    """[1, 2, 3, 7] -> '1-3, 7'."""
-    parts, start = [], None
-    for index, number in enumerate(numbers):
-        start = number if start is None else start
-        if index + 1 == len(numbers) or numbers[index + 1] != number + 1:
-            parts.append(str(start) if start == number else f"{start}-{number}")
-            start = None
-    return ", ".join(parts)
-
-
-# What must be one value across a folder's LoRAs: (label, how to read it from a file).
-_MIX_CHECKS: tuple[tuple[str, Callable[[CheckpointInfo], object]], ...] = (
-    ("family", lambda i: FAMILY_LABELS[i.family]),
-    ("rank", lambda i: i.rank),
-    ("alpha", lambda i: i.alpha),
-)
-
-
-def _mixed_warnings(infos: list[CheckpointInfo]) -> list[str]:
-    """A folder that mixes families, ranks, base models or training settings: epochs of one run
-    share all of them, so a mix means files from different runs (or a renamed file)."""
-    warnings = [_mix(label, {i.path.name: read(i) for i in infos}) for label, read in _MIX_CHECKS]
-    with_metadata = [i for i in infos if i.training]
-    if with_metadata and len(with_metadata) < len(infos):
-        bare = [i.path.name for i in infos if not i.training]
-        warnings.append(f"no training metadata in {_names(bare)} (the other files have it)")
-    for key in HEADLINE_SETTINGS:
-        if key not in _PER_EPOCH:
-            warnings.append(_mix(key, {i.path.name: i.training.get(key) for i in with_metadata}))
-    return [w for w in warnings if w]
-
-
-def _mix(label: str, values: dict[str, object]) -> str:
-    groups: dict[str, list[str]] = {}
-    for name, value in values.items():
-        groups.setdefault(json.dumps(value, default=str), []).append(name)
-    if len(groups) < 2:
-        return ""
-    ordered = sorted(groups.items(), key=lambda group: -len(group[1]))  # the odd ones out last
-    parts = [f"{_show(json.loads(v))} ({_names(names)})" for v, names in ordered]
-    return f"mixed {label} in one folder: {'; '.join(parts)}"
-
-
-def _names(names: list[str]) -> str:
-    return ", ".join(names) if len(names) <= 3 else f"{len(names)} files"
-
-
-def _duplicate_warnings(infos: list[CheckpointInfo]) -> list[str]:
-    by_sha: dict[str, list[str]] = {}
-    for info in infos:
-        by_sha.setdefault(info.sha256, []).append(info.path.name)
-    return [
-        f"same content (sha256 {sha[:12]}): {', '.join(names)}"
-        for sha, names in by_sha.items()
-        if len(names) > 1
-    ]
-
-
-def _show(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _size(size_bytes: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size_bytes < 1000 or unit == "GB":
-            return f"{size_bytes:.0f} {unit}" if unit == "B" else f"{size_bytes:.1f} {unit}"
-        size_bytes /= 1000
-    return ""
-
-
-def format_inspection(inspection: Inspection) -> str:
-    """The human-readable report: one row per file, the shared training settings, warnings."""
-    header = ("epoch", "file", "size", "sha256", "family", "rank", "alpha", "ss_epoch", "steps")
-    rows = [
-        (
-            _show(i.epoch),
-            i.path.name,
-            _size(i.size_bytes),
-            i.sha256[:12],
-            FAMILY_LABELS[i.family] if i.is_lora else "not LoRA",
-            _show(i.rank),
-            _show(i.alpha),
-            _show(i.ss_epoch),
-            _show(i.training.get("steps")),
-        )
-        for i in inspection.checkpoints
-    ]
-    widths = [max(len(r[c]) for r in (header, *rows)) for c in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
-    total = sum(i.size_bytes for i in inspection.checkpoints)
-    lines.insert(0, f"{inspection.path}: {len(rows)} file(s), {_size(total)}\n")
-    settings = inspection.shared_settings()
-    if settings:
-        lines += ["", "training settings (from the header):"]
-        width = max(len(k) for k in settings)
-        lines += [
-            f"  {k.ljust(width)}  {_show(v) if v is not None else 'mixed'}" for k, v in settings.items()
-        ]
-    else:
-        lines += ["", "training settings: none in the header (not every trainer writes them)"]
-    lines += ["", "warnings:", *(f"  - {w}" for w in inspection.warnings or ["none"])]
-    return "\n".join(lines)
