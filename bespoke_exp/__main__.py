@@ -119,8 +119,15 @@ def cli() -> None:
         close_open_sweeps(RuntimeError("the base model could not be loaded (see above)"))
         raise SystemExit(error.code) from None
     except BaseException as error:
-        close_open_sweeps(error)  # nothing open after a clean end
+        close_open_sweeps(_reported_error(error))  # nothing open after a clean end
         raise
+
+
+def _reported_error(error: BaseException) -> BaseException:
+    """Hydra reports an error escaping its launcher and then calls sys.exit(1) in its handler;
+    the parent run should record that error (a full disk, say), not `SystemExit: 1`."""
+    hydra_exit = isinstance(error, SystemExit) and not error.__suppress_context__
+    return error.__context__ if hydra_exit and error.__context__ is not None else error
 
 
 if __name__ == "__main__":

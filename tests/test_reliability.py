@@ -372,6 +372,7 @@ def test_a_full_disk_fails_the_jobs_and_the_parent_is_closed_with_the_reason(tmp
     assert done.returncode == 1, done.stderr[-3000:]
     parents, children = _runs(tmp_path)
     assert [p.info.status for p in parents] == ["FAILED"]
+    assert "No space left on device" in parents[0].data.tags["error"]
     # The first job fills the disk; the second fails in its job (a FAILED run) or, when not even
     # Hydra's own config files fit any more, before it has a run. Nothing is left RUNNING.
     assert children and all(c.info.status == "FAILED" for c in children)

@@ -146,6 +146,7 @@ def test_missing_epoch_fails_its_job_only_and_the_sweep_exits_non_zero(tmp_path,
     assert "epochs with a file: 1, 3" in failed.data.tags["error"]
     assert parents[0].info.status == "FAILED"
     assert "1 of 3 jobs failed" in done.stderr
+    assert parents[0].data.tags["error"] == f"1 of 3 jobs failed; the first: {failed.data.tags['error']}"
     assert not client.search_model_versions(f"name = '{STEM}'")  # a failed sweep registers nothing
     # The jobs that finished are still ranked and reported.
     assert parents[0].data.tags["best.epoch"] in {"1", "3"}

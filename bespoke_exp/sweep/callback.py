@@ -185,6 +185,12 @@ def _end_sweep(config: DictConfig, context: SweepContext) -> None:
     )
     # A sweep with failed jobs is still ranked, but registers no model version.
     analysed = finished + len(reused) > 0 and _analyse(config, context, register=not failed)
+    if failed:  # the parent's page says why, as a job's does
+        errors = [run.data.tags["error"] for run in children if "error" in run.data.tags]
+        first = f"; the first: {errors[0][:1000]}" if errors else ""
+        tracking.set_tags(
+            tracker, context.parent_run_id, {"error": f"{failed} of {total} jobs failed{first}"}
+        )
     with tracking.interrupts_deferred():  # a kill now must not turn a closed sweep KILLED
         tracking.finish_run(tracker, context.parent_run_id, "FAILED" if failed else "FINISHED")
         _OPEN_PARENTS.pop(context.parent_run_id, None)
