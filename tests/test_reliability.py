@@ -383,11 +383,14 @@ def test_a_full_disk_fails_the_jobs_and_the_parent_is_closed_with_the_reason(tmp
 # --- 6. files that are not what they claim, a model that can't load ----------------------
 
 
-def test_a_safetensors_file_without_lora_weights_is_named(tmp_path) -> None:
+def test_a_safetensors_file_without_lora_weights_is_named(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = tmp_path / f"{STEM}-000001.safetensors"
     save_file({"model.diffusion_model.conv_in.weight": torch.randn(4, 4)}, path)
     with pytest.raises(CheckpointError, match=f"{path} holds no LoRA weights .*it is not a LoRA file"):
         describe_checkpoint(path, 1)
+    # refused from its header alone: a multi-GB base model in checkpoint.dir is not hashed first
+    assert not (tmp_path / "cache").exists()
 
 
 def test_a_lora_that_does_not_fit_the_base_model_is_named_with_its_file(demo_dir, tmp_path) -> None:

@@ -16,6 +16,7 @@ from PIL import Image
 from bespoke_exp.config import DEMO_RECIPE
 from bespoke_exp.demo import punks
 from bespoke_exp.demo.base_training import RESOLUTION, denoising_loss, to_tensor
+from bespoke_exp.generate.checkpoints import epoch_file_name
 
 LORA_STEM = "Bespoke_Punks_24x24_Pixel_Art"
 # kohya's default LoRA targets: every Linear layer of the UNet's transformer blocks.
@@ -121,9 +122,10 @@ def train_lora_epochs(
             optimizer.step()
             step += 1
         log(f"lora epoch {epoch}: loss {loss.item():.5f}")
-        name = LORA_STEM if epoch == training.epochs else f"{LORA_STEM}-{epoch:06d}"
         metadata = _kohya_metadata(training, epoch, step, len(captions), started)
-        saved.append(_save_kohya(pipe, out_dir / f"{name}.safetensors", metadata))
+        saved.append(
+            _save_kohya(pipe, out_dir / epoch_file_name(LORA_STEM, epoch, training.epochs), metadata)
+        )
     return saved
 
 

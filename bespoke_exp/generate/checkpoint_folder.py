@@ -5,7 +5,6 @@ described by `checkpoints.read_checkpoint`, epochs by kohya naming, what looks w
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -19,18 +18,10 @@ from bespoke_exp.generate.checkpoints import (
     CheckpointError,
     CheckpointInfo,
     headline_settings,
+    kohya_name,
     parse_value,
     read_checkpoint,
 )
-
-_NUMBERED = re.compile(r"^(?P<stem>.+)-(?P<epoch>\d{6})$")
-
-
-def kohya_name(path: Path) -> tuple[str, int | None]:
-    """(stem, epoch) by kohya's naming: `{stem}-{N:06d}` is epoch N; a bare `{stem}` is the
-    final epoch, whose number the name doesn't carry (None)."""
-    match = _NUMBERED.match(path.stem)
-    return (match["stem"], int(match["epoch"])) if match else (path.stem, None)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from safetensors import safe_open
@@ -53,8 +54,8 @@ class CheckpointInfo:
         value = parse_value(self.metadata.get("ss_epoch", ""))
         return value if isinstance(value, int) else None
 
-    @property
-    def training(self) -> dict[str, object]:
+    @cached_property
+    def training(self) -> dict[str, object]:  # read per setting when a folder is compared
         return training_settings(self.metadata)
 
     def to_dict(self) -> dict[str, object]:
@@ -79,16 +80,25 @@ def epoch_file_name(stem: str, epoch: int, final_epoch: int) -> str:
     return f"{stem}.safetensors" if epoch == final_epoch else f"{stem}-{epoch:06d}.safetensors"
 
 
+_NUMBERED = re.compile(r"^(?P<stem>.+)-(?P<epoch>\d{6})$")
+
+
+def kohya_name(path: Path) -> tuple[str, int | None]:
+    """(stem, epoch) by kohya's naming, the inverse of `epoch_file_name`: `{stem}-{N:06d}` is
+    epoch N; a bare `{stem}` is the final epoch, whose number the name doesn't carry (None)."""
+    match = _NUMBERED.match(path.stem)
+    return (match["stem"], int(match["epoch"])) if match else (path.stem, None)
+
+
 def available_epochs(directory: Path, stem: str, final_epoch: int) -> dict[int, Path]:
     """Epochs that have a file in `directory`, following kohya's naming."""
     found: dict[int, Path] = {}
     if not directory.is_dir():
         return found
-    pattern = re.compile(rf"^{re.escape(stem)}-(\d{{6}})\.safetensors$")
     for path in directory.iterdir():
-        match = pattern.match(path.name)
-        if match:
-            found[int(match.group(1))] = path
+        named, epoch = kohya_name(path)
+        if path.suffix == ".safetensors" and named == stem and epoch is not None:
+            found[epoch] = path
     bare = directory / f"{stem}.safetensors"
     if bare.is_file():
         found.setdefault(final_epoch, bare)
@@ -144,10 +154,11 @@ def _load_sha_cache() -> dict[str, list]:
     return data if isinstance(data, dict) else {}
 
 
-def _store_sha(resolved: str, stamp: list[int], digest: str) -> None:
-    """Record one digest; entries of files that no longer exist are dropped, so the cache stays
-    as small as the checkpoints on disk. A cache that can't be written only costs a rehash."""
-    entries = {p: e for p, e in _load_sha_cache().items() if Path(p).exists()}
+def _store_sha(cache: dict[str, list], resolved: str, stamp: list[int], digest: str) -> None:
+    """Record one digest in the cache as read; entries of files that no longer exist are
+    dropped, so it stays as small as the checkpoints on disk. A cache that can't be written
+    only costs a rehash."""
+    entries = {p: e for p, e in cache.items() if Path(p).exists()}
     entries[resolved] = [*stamp, digest]
     target = sha_cache_file()
     try:
@@ -167,7 +178,8 @@ def file_sha256(path: Path) -> str:
     stamp = [stat.st_size, stat.st_mtime_ns]
     key = (resolved, *stamp)
     if key not in _SHA_CACHE:
-        entry = _load_sha_cache().get(resolved)
+        cache = _load_sha_cache()
+        entry = cache.get(resolved)
         if isinstance(entry, list) and entry[:2] == stamp and len(entry) == 3:
             _SHA_CACHE[key] = str(entry[2])
         else:
@@ -176,7 +188,7 @@ def file_sha256(path: Path) -> str:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
             _SHA_CACHE[key] = digest.hexdigest()
-            _store_sha(resolved, stamp, _SHA_CACHE[key])
+            _store_sha(cache, resolved, stamp, _SHA_CACHE[key])
     return _SHA_CACHE[key]
 
 
@@ -345,14 +357,22 @@ def _read_header(path: Path) -> tuple[dict[str, str], list[str], int | None, flo
     return metadata, keys, rank, alpha
 
 
-def read_checkpoint(path: Path, epoch: int | None = None) -> CheckpointInfo:
-    """Describe any .safetensors file (a file that is not a LoRA gets `is_lora=False`). Rank and
-    alpha come from `ss_network_dim`/`ss_network_alpha`, else from the tensors."""
+def read_checkpoint(path: Path, epoch: int | None = None, require_lora: bool = False) -> CheckpointInfo:
+    """Describe any .safetensors file (a file that is not a LoRA gets `is_lora=False`, or a
+    CheckpointError before it is hashed when `require_lora`). Rank and alpha come from
+    `ss_network_dim`/`ss_network_alpha`, else from the tensors."""
     if path.suffix in PICKLE_SUFFIXES:
         raise CheckpointError(
             f"{path} is a pickle-based checkpoint, which can run code when loaded; convert it to .safetensors"
         )
     metadata, keys, rank, alpha = _read_header(path)
+    is_lora = any(marker in key for key in keys for marker in LORA_KEY_MARKERS)
+    if require_lora and not is_lora:
+        example = f" such as {keys[0]!r}" if keys else ""
+        raise CheckpointError(
+            f"{path} holds no LoRA weights ({len(keys)} tensors{example}, none named lora_down/lora_up or "
+            "lora_A/lora_B): it is not a LoRA file; point checkpoint.dir at the trainer's LoRA outputs"
+        )
     claimed_rank = parse_value(metadata.get("ss_network_dim", ""))
     claimed_alpha = parse_value(metadata.get("ss_network_alpha", ""))
     family, evidence = lora_family(keys, metadata)
@@ -366,23 +386,14 @@ def read_checkpoint(path: Path, epoch: int | None = None) -> CheckpointInfo:
         family=family,
         family_evidence=evidence,
         alpha=float(claimed_alpha) if isinstance(claimed_alpha, (int, float)) else alpha,
-        is_lora=any(marker in key for key in keys for marker in LORA_KEY_MARKERS),
+        is_lora=is_lora,
     )
 
 
 def describe_checkpoint(path: Path, epoch: int) -> CheckpointInfo:
     """Read the header (not the tensors) and hash the file; a corrupt, non-safetensors or
-    non-LoRA file raises CheckpointError naming it."""
-    info = read_checkpoint(path, epoch)
-    if not info.is_lora:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
-        example = f" such as {keys[0]!r}" if keys else ""
-        raise CheckpointError(
-            f"{path} holds no LoRA weights ({len(keys)} tensors{example}, none named lora_down/lora_up or "
-            "lora_A/lora_B): it is not a LoRA file; point checkpoint.dir at the trainer's LoRA outputs"
-        )
-    return info
+    non-LoRA file raises CheckpointError naming it (a base model is refused unhashed)."""
+    return read_checkpoint(path, epoch, require_lora=True)
 
 
 def check_family(info: CheckpointInfo, expected: str, model: str) -> None:
