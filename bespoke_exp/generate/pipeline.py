@@ -434,8 +434,8 @@ def truncated_prompts(
     with quiet_truncation():
         for prompt_id, text in prompts.items():
             cuts = []
+            fragments = prompt_chunks.fragments(text, weighting)
             for tokenizer in load_tokenizers(pretrained):
-                fragments = prompt_chunks.parse_weights(text) if weighting else prompt_chunks.plain(text)
                 tokens = prompt_chunks.tokenize(tokenizer, fragments, offsets=True)
                 cut = prompt_chunks.read_chars(tokens, size=int(tokenizer.model_max_length) - 2)
                 if cut is not None:

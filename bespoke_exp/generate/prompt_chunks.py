@@ -40,6 +40,11 @@ class Fragment:
     sources: tuple[int, ...] = field(repr=False)
 
 
+def fragments(prompt: str, weighting: bool) -> list[Fragment]:
+    """The prompt as the encoder reads it: A1111-weighted pieces, or one plain fragment."""
+    return parse_weights(prompt) if weighting else plain(prompt)
+
+
 def plain(prompt: str) -> list[Fragment]:
     """The prompt as one unweighted fragment (prompt weighting off: brackets are text)."""
     return [Fragment(prompt, 1.0, tuple(range(len(prompt))))]

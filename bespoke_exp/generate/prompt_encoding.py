@@ -29,11 +29,9 @@ def text_encoders(pipe) -> list[tuple[object, object]]:
 
 
 def _chunks(tokenizer, text: str, settings: SamplerSettings) -> list[tuple[list[int], list[float]]]:
-    weighting = settings.prompt_weighting
-    fragments = prompt_chunks.parse_weights(text) if weighting else prompt_chunks.plain(text)
     comma = tokenizer(",", add_special_tokens=False)["input_ids"]
     return prompt_chunks.chunk_tokens(
-        prompt_chunks.tokenize(tokenizer, fragments),
+        prompt_chunks.tokenize(tokenizer, prompt_chunks.fragments(text, settings.prompt_weighting)),
         mode=settings.long_prompts,
         comma_id=comma[0] if len(comma) == 1 else None,
         size=int(tokenizer.model_max_length) - 2,
