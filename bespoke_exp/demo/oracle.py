@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from bespoke_exp.demo import punks
+from bespoke_exp.demo.base_training import RESOLUTION
 from bespoke_exp.demo.training import DemoTraining, training_specs
 from bespoke_exp.pixelart.grid import cell_accuracy, recover_grid
 
@@ -72,8 +73,8 @@ def epoch_accuracies(
         scheduler="euler",
         steps=steps,
         guidance=guidance,
-        width=192,
-        height=192,
+        width=RESOLUTION,
+        height=RESOLUTION,
         negative_prompt="",
         batch_size=len(specs) * len(seeds),
     )
@@ -82,6 +83,7 @@ def epoch_accuracies(
         for i, spec in enumerate(specs)
         for seed in seeds
     ]
+    pl.set_scheduler(pipe, settings.scheduler)  # the pipeline is shared: as a job sets it
     accuracies = {}
     for epoch, path in {0: None, **checkpoints}.items():
         with pl.lora_applied(pipe, path):
