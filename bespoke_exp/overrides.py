@@ -37,3 +37,11 @@ def expand_ellipsis(argument: str) -> str:
 def expand_arguments(argv: list[str]) -> list[str]:
     """Expand every `key=a,b,...,z` in a command line; other arguments pass through."""
     return [arg if arg.startswith("-") else expand_ellipsis(arg) for arg in argv]
+
+
+def single_value_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that set one value: sweeps (`epoch=1,2,3`) left out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.input_line for o in parsed if not o.is_sweep_override()]

@@ -19,7 +19,17 @@ ALLOWED: dict[str, set[str]] = {
     "tracking": {"tracking"},
     "demo": {"demo", "config", "pixelart", "generate"},
     "analysis": {"analysis", "config", "tracking", "pixelart", "generate", "scoring.registry"},
-    "sweep": {"sweep", "config", "pixelart", "scoring", "generate", "tracking", "analysis", "demo"},
+    "sweep": {
+        "sweep",
+        "config",
+        "overrides",
+        "pixelart",
+        "scoring",
+        "generate",
+        "tracking",
+        "analysis",
+        "demo",
+    },
 }
 ENTRY_POINTS = {"__main__", "rank", "rescore", "inspect", "__init__"}  # may import anything
 ONLY_IN = {

@@ -14,11 +14,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from bespoke_exp.config import ConfigError, compose_config
 from bespoke_exp.generate.checkpoints import available_epochs
+from bespoke_exp.overrides import single_value_overrides
 from bespoke_exp.sweep.validate import demo_pending
 
 ALL = "epoch=all"
@@ -55,6 +55,6 @@ def expand_all_epochs(argv: list[str]) -> list[str]:
 def _fixed_overrides(argv: list[str]) -> list[str]:
     """The key=value arguments that set one value (not flags, Hydra's own settings or sweeps):
     enough to compose where the checkpoints are."""
-    candidates = [a for a in argv if "=" in a and not a.startswith("-") and not a.startswith("hydra")]
-    parsed = OverridesParser.create().parse_overrides(candidates)
-    return [o.input_line for o in parsed if not o.is_sweep_override()]
+    return single_value_overrides(
+        [a for a in argv if "=" in a and not a.startswith("-") and not a.startswith("hydra")]
+    )

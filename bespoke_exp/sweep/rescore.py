@@ -11,13 +11,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from bespoke_exp import analysis, tracking
 from bespoke_exp.analysis.load import SETTINGS_FILE
 from bespoke_exp.config import SWEEP_AXES, compose_config, flatten
 from bespoke_exp.generate.image_store import image_file_name
+from bespoke_exp.overrides import single_value_overrides
 from bespoke_exp.sweep.callback import start_parent
 from bespoke_exp.sweep.context import new_sweep_id
 from bespoke_exp.sweep.identity import TAG_GENERATION, TAG_SCORING
@@ -44,7 +44,7 @@ def rescore(
         recorded = (
             tracking.get_run(old.tracker, old.parent_run_id).data.params.get("sweep.overrides", "").split()
         )
-    cfg = compose_config([*_fixed(recorded), *overrides])
+    cfg = compose_config([*single_value_overrides(recorded), *overrides])
     raise_problems(config_problems(cfg, SCORING_CHECKS))
     scorer = make_scorer(cfg)
     sweep_id = new_sweep_id()
@@ -73,12 +73,6 @@ def rescore(
         raise
     tracking.finish_run(old.tracker, new_parent)
     return new, rec
-
-
-def _fixed(overrides: list[str]) -> list[str]:
-    """The overrides every job shared: sweeps (epoch=1,2,3) are left out, scoring needs none."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return [o.input_line for o in parsed if not o.is_sweep_override()]
 
 
 def _rescore_job(
