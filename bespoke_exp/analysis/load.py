@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bespoke_exp import tracking
+from bespoke_exp.analysis.statistics import EXTRA_AXES
 from bespoke_exp.config import SWEEP_AXES, compose_config
 
 SETTINGS_FILE = "sweep/settings.json"  # the parent run's record of how the sweep ran (sweep.callback)
@@ -112,11 +113,8 @@ def load_sweep(
         analysis_settings=(tracking.load_dict(tracker, parent.info.run_id, SETTINGS_FILE) or {}).get(
             "analysis"
         ),
-        levels={a: _levels(children + reused, a) for a in _EXTRA if _levels(children + reused, a)},
+        levels={a: values for a in EXTRA_AXES if (values := _levels(children + reused, a))},
     )
-
-
-_EXTRA = tuple(a for a in SWEEP_AXES if a not in ("epoch", "guidance"))  # further axes, when tagged
 
 
 def _job_columns(run) -> dict:
@@ -126,7 +124,7 @@ def _job_columns(run) -> dict:
         "run_id": run.info.run_id,
         "epoch": int(tags["epoch"]),
         "guidance": float(tags["guidance"]),
-        **{a: float(tags[a]) for a in _EXTRA if a in tags},
+        **{a: float(tags[a]) for a in EXTRA_AXES if a in tags},
         "checkpoint": run.data.params.get("checkpoint.path"),
     }
 

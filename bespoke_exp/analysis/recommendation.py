@@ -84,7 +84,7 @@ class Recommendation:
         """' at lora_scale 0.8 (the best)' when further axes are fixed for a 2-D view, else ''."""
         if not self.extra_axes:
             return ""
-        return " at " + ", ".join(f"{a} {self.best[a]:g}" for a in self.extra_axes) + " (the best)"
+        return " at " + describe(self.best, tuple(self.extra_axes)) + " (the best)"
 
     @property
     def retrain(self) -> RetrainSuggestion | None:
@@ -98,7 +98,7 @@ class Recommendation:
 
     def to_markdown(self, top: int = 10) -> str:
         b, ci = self.best, f"{self.confidence:.0%} CI"
-        extra = "".join(f", {a} {b[a]:g}" for a in self.extra_axes)
+        extra = ", " + describe(b, tuple(self.extra_axes)) if self.extra_axes else ""
         pick = (
             f"epoch {b['epoch']} at guidance {b['guidance']:g}{extra} "
             f"({self.metric} {b['mean']:.2f}, {ci} {b['ci_low']:.2f}–{b['ci_high']:.2f})"
