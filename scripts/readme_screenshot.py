@@ -1,6 +1,6 @@
 """Screenshot a sweep's dashboard (its parent run's "Model metrics" tab in `mlflow ui`) for the README.
 
-    python -m bespoke_exp -m epoch=1,2,...,10 guidance=5,7.5,10 \\
+    python -m bespoke_exp -m epoch=1,2,...,10 guidance=1,1.5,2 \\
         paths.root=/tmp/dash tracking.uri=sqlite:////tmp/dash/mlflow.db      # a demo sweep
     python scripts/readme_screenshot.py --tracking-uri sqlite:////tmp/dash/mlflow.db
 

@@ -42,7 +42,9 @@ def test_checkpoints_are_kohya_format_with_truthful_metadata(demo_dir):
         with safe_open(str(path), "pt") as handle:
             keys = list(handle.keys())
         prefixes = {k.split("_")[0] + "_" + k.split("_")[1] for k in keys}
-        assert prefixes == {"lora_unet", "lora_te1", "lora_te2"}
+        # UNet only, as the header says (kohya names text-encoder adapters lora_te1_ / lora_te2_)
+        assert prefixes == {"lora_unet"} and info.metadata["ss_text_encoder_lr"] == "0.0"
+        assert info.metadata["ss_zero_terminal_snr"] == "True"  # the base's schedule, as trained
         assert all(k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha")) for k in keys)
         assert info.metadata["ss_epoch"] == str(epoch)
         assert info.rank == int(info.metadata["ss_network_dim"]) == training.rank

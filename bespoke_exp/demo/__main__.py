@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--schedule", choices=("full", "smoke"), default="full", help="--train: smoke = a few steps"
     )
+    parser.add_argument(
+        "--epsilon-base",
+        type=Path,
+        help="--train: skip the base's epsilon phase and continue from this pipeline (the shipped "
+        "one came from the demo-v2 base: `git archive 43aed46 bespoke_exp/demo/weights/pipeline`)",
+    )
     parser.add_argument("--device", default="cpu", help="--train / --oracle: torch device")
     parser.add_argument("--oracle", action="store_true", help="print the oracle's accuracy per epoch")
     args = parser.parse_args(argv)
@@ -33,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--train needs --out DIR (a folder that does not exist yet)")
         base = BaseTraining() if args.schedule == "full" else BaseTraining.smoke()
         print(json.dumps({"base": asdict(base), "lora": asdict(DemoTraining())}))
-        root = train_demo(args.out, base, DemoTraining(), args.device)
+        root = train_demo(args.out, base, DemoTraining(), args.device, epsilon_base=args.epsilon_base)
     else:
         root = ensure_demo(args.root)
     print(f"demo ready: {root}")

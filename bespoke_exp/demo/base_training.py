@@ -4,10 +4,19 @@ seen thousands of punk portraits, but only soft, off-grid renders with loose cap
 So it draws punks roughly (blurred edges, cells of the wrong size, out of place) and
 ignores what its captions never named (eyes, lips, collar, glasses, coordinates), as
 SDXL does before a pixel-art LoRA teaches it the style.
+
+It is trained in two phases, as SD 2.x and the v-prediction SDXL finetunes were made:
+epsilon prediction on SDXL's own noise schedule, then v-prediction on the same schedule
+rescaled to zero terminal SNR (Lin et al., "Common Diffusion Noise Schedules and Sample
+Steps are Flawed"). The second phase is what makes the prompt decide the colours: at SDXL's
+last training step 7% of the image still shows through the noise, and at 24x24 latents a
+region's mean colour is readable from it, so the epsilon model learnt to take colours from
+the starting noise and drew the same colours for every prompt at a given seed.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from collections.abc import Callable
@@ -40,10 +49,25 @@ class BaseTraining:
     warmup: int = 200
     caption_dropout: float = 0.1  # zeroed text embeddings: SDXL's unconditional input
     seed: int = 0
+    # Phase two: v-prediction with zero terminal SNR, continuing from phase one's weights.
+    vpred_steps: int = 400
+    vpred_batch_size: int = 32
+    vpred_learning_rate: float = 3e-4
+    vpred_warmup: int = 50
 
     @classmethod
     def smoke(cls) -> BaseTraining:
-        return cls(images=8, vae_steps=2, vae_batch=2, steps=2, batch_size=2, warmup=1)
+        return cls(
+            images=8,
+            vae_steps=2,
+            vae_batch=2,
+            steps=2,
+            batch_size=2,
+            warmup=1,
+            vpred_steps=2,
+            vpred_batch_size=2,
+            vpred_warmup=1,
+        )
 
 
 def rough_render(spec: punks.PunkSpec, rng: np.random.Generator, size: int = RESOLUTION) -> np.ndarray:
@@ -69,21 +93,54 @@ def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def train_base_pipeline(out_dir: Path, schedule: BaseTraining, device: str = "cpu", log=print) -> Path:
-    """Train the VAE, then the UNet and both text encoders; save with `save_pretrained`."""
+def train_base_pipeline(
+    out_dir: Path,
+    schedule: BaseTraining,
+    device: str = "cpu",
+    log=print,
+    epsilon_base: Path | None = None,
+) -> Path:
+    """Train the VAE, then the UNet and both text encoders in two phases; save with
+    `save_pretrained`. `epsilon_base`: a pipeline saved after phase one of this same
+    schedule, to run phase two only."""
     torch.manual_seed(schedule.seed)
-    with tempfile.TemporaryDirectory() as tokenizer_dir:
-        pipe = build_tiny_pipeline(Path(tokenizer_dir))
     rng = np.random.default_rng(schedule.seed)
     specs = [punks.sample_spec(rng) for _ in range(schedule.images)]
     rough = [rough_render(spec, rng) for spec in specs]
-    crisp = [crisp_render(spec) for spec in specs]
-    pipe.to(device)
-    _train_vae(pipe.vae, rough, crisp, schedule, device, log)
-    latents = _encode(pipe.vae, rough, device)
-    _train_denoiser(pipe, latents, [punks.base_caption(s) for s in specs], schedule, device, log)
+    captions = [punks.base_caption(s) for s in specs]
+    if epsilon_base is None:
+        with tempfile.TemporaryDirectory() as tokenizer_dir:
+            pipe = build_tiny_pipeline(Path(tokenizer_dir))
+        pipe.to(device)
+        _train_vae(pipe.vae, rough, [crisp_render(spec) for spec in specs], schedule, device, log)
+        latents = _encode(pipe.vae, rough, device)
+        phase = (schedule.steps, schedule.batch_size, schedule.learning_rate, schedule.warmup)
+        _train_denoiser(pipe, latents, captions, phase, schedule, device, log)
+    else:
+        from diffusers import StableDiffusionXLPipeline
+
+        pipe = StableDiffusionXLPipeline.from_pretrained(epsilon_base, local_files_only=True).to(device)
+        latents = _encode(pipe.vae, rough, device)
+    pipe.scheduler = type(pipe.scheduler).from_config(
+        pipe.scheduler.config,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",  # zero-SNR models must start sampling at the last step
+        steps_offset=0,
+    )
+    phase = (
+        schedule.vpred_steps,
+        schedule.vpred_batch_size,
+        schedule.vpred_learning_rate,
+        schedule.vpred_warmup,
+    )
+    _train_denoiser(pipe, latents, captions, phase, schedule, device, log)
     pipe.to("cpu")
     pipe.save_pretrained(out_dir)
+    for config in out_dir.rglob("*.json"):  # where it was loaded from: a path on this machine
+        settings = json.loads(config.read_text())
+        if settings.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     return out_dir
 
 
@@ -130,20 +187,32 @@ def _encode(vae, images: list[np.ndarray], device: str) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def _train_denoiser(pipe, latents: torch.Tensor, captions: list[str], schedule, device: str, log) -> None:
+def _train_denoiser(
+    pipe,
+    latents: torch.Tensor,
+    captions: list[str],
+    phase: tuple[int, int, float, int],
+    schedule,
+    device: str,
+    log,
+) -> None:
+    """One training phase of the UNet and both text encoders against the pipeline's current
+    noise schedule; `phase` is (steps, batch size, learning rate, warmup steps)."""
     from diffusers import DDPMScheduler
 
+    steps, batch_size, learning_rate, warmup = phase
     modules = (pipe.unet, pipe.text_encoder, pipe.text_encoder_2)
     parameters = [p for m in modules for p in m.parameters()]
     for module in modules:
         module.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate, weight_decay=1e-2)
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(schedule))
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, warmup))
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    prediction = noise_scheduler.config.prediction_type
     generator = torch.Generator(device=device).manual_seed(schedule.seed + 2)
-    for step in range(schedule.steps):
-        index = torch.randint(len(captions), (schedule.batch_size,), generator=generator, device=device)
-        keep = torch.rand(schedule.batch_size, generator=generator, device=device) >= schedule.caption_dropout
+    for step in range(steps):
+        index = torch.randint(len(captions), (batch_size,), generator=generator, device=device)
+        keep = torch.rand(batch_size, generator=generator, device=device) >= schedule.caption_dropout
         loss = denoising_loss(
             pipe, noise_scheduler, latents[index], [captions[i] for i in index.tolist()], generator, keep
         )
@@ -152,17 +221,17 @@ def _train_denoiser(pipe, latents: torch.Tensor, captions: list[str], schedule, 
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         lr_scheduler.step()
-        if step % 100 == 0 or step == schedule.steps - 1:
-            log(f"base step {step}: loss {loss.item():.5f}")
+        if step % 100 == 0 or step == steps - 1:
+            log(f"base ({prediction}) step {step}: loss {loss.item():.5f}")
     for module in modules:
         module.eval().requires_grad_(False)
 
 
-def _warmup_cosine(schedule: BaseTraining) -> Callable[[int], float]:
+def _warmup_cosine(steps: int, warmup: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
-        if step < schedule.warmup:
-            return (step + 1) / schedule.warmup
-        progress = (step - schedule.warmup) / max(1, schedule.steps - schedule.warmup)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
@@ -176,8 +245,9 @@ def denoising_loss(
     generator: torch.Generator,
     keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """SDXL's epsilon-prediction loss on one batch of cached latents; rows where `keep`
-    is False get zeroed text embeddings (the unconditional input for guidance)."""
+    """SDXL's denoising loss (epsilon or v target, as the noise schedule predicts) on one
+    batch of cached latents; rows where `keep` is False get zeroed text embeddings (the
+    unconditional input for guidance)."""
     from bespoke_exp.generate.pipeline import quiet_truncation
 
     device = latents.device
@@ -201,4 +271,8 @@ def denoising_loss(
         encoder_hidden_states=prompt_embeds,
         added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids.repeat(len(captions), 1)},
     ).sample
-    return torch.nn.functional.mse_loss(prediction, noise)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    return torch.nn.functional.mse_loss(prediction, target)

@@ -69,12 +69,14 @@ def train_demo(
     lora: DemoTraining = DemoTraining(),
     device: str = "cpu",
     log=print,
+    epsilon_base: Path | None = None,
 ) -> Path:
     """Train the whole demo from nothing into `root` (which must not exist): base
-    pipeline, training folder, ten LoRA epochs. Same layout as a build."""
+    pipeline, training folder, ten LoRA epochs. Same layout as a build. `epsilon_base`: start
+    the base from this pipeline, saved after its epsilon phase."""
     started = time.perf_counter()
     root.mkdir(parents=True)
-    train_base_pipeline(root / "pipeline", base, device, log)
+    train_base_pipeline(root / "pipeline", base, device, log, epsilon_base)
     write_training_set(root / "train", lora)
     train_lora_epochs(root / "pipeline", root / "train", root / "checkpoints", lora, device, log)
     _mark_complete(root, started)

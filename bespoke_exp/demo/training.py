@@ -28,19 +28,20 @@ _TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 class DemoTraining:
     """The demo LoRA's training run; every value here is written to `ss_*` metadata.
 
-    Few images and a UNet learning rate high enough that the later epochs drift towards
-    the training images (held-out prompts get their backgrounds and hair wrong).
+    The UNet only (kohya's `--network_train_unet_only`, a common SDXL choice): the base's
+    words keep their meaning, and the LoRA teaches the look its training images share.
     """
 
     epochs: int = 10
     images: int = 12
-    repeats: int = 4  # kohya's `<repeats>_<trigger>` folder: each image this often per epoch
-    batch_size: int = 4
+    repeats: int = 16  # kohya's `<repeats>_<trigger>` folder: each image this often per epoch
+    batch_size: int = 8
     resolution: int = RESOLUTION
-    rank: int = 8
-    alpha: int = 8
-    learning_rate: float = 2e-3  # the UNet's
-    text_encoder_lr: float = 1e-4  # kohya's text_encoder_lr: low, so the base's words keep their meaning
+    rank: int = 16
+    alpha: int = 16
+    learning_rate: float = 1e-3  # the UNet's
+    text_encoder_lr: float = 0.0  # kohya's text_encoder_lr; 0: no text-encoder adapters at all
+    caption_dropout_rate: float = 0.1  # kohya's: this share of images trained as unconditional
     seed: int = 1234
 
     @property
@@ -88,8 +89,9 @@ def train_lora_epochs(
     device: str = "cpu",
     log=print,
 ) -> list[Path]:
-    """Train one LoRA (UNet transformer blocks + both text encoders) on a kohya training
-    folder and save a kohya-format checkpoint after every epoch, named as kohya names them."""
+    """Train one LoRA (UNet transformer blocks; both text encoders too if their learning rate
+    is not 0) on a kohya training folder and save a kohya-format checkpoint after every epoch,
+    named as kohya names them."""
     from diffusers import DDPMScheduler, StableDiffusionXLPipeline
 
     torch.manual_seed(training.seed)
@@ -97,6 +99,7 @@ def train_lora_epochs(
     pipe.set_progress_bar_config(disable=True)
     optimizer = torch.optim.AdamW(_add_lora_adapters(pipe, training))
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    zero_snr = bool(noise_scheduler.config.get("rescale_betas_zero_snr", False))
     pixels, captions, repeats = read_training_set(train_dir, training.resolution)
     if repeats != training.repeats:
         raise ValueError(f"{train_dir}: folder repeats {repeats} != DemoTraining.repeats {training.repeats}")
@@ -114,15 +117,21 @@ def train_lora_epochs(
         ]
         for start in range(0, len(order) - training.batch_size + 1, training.batch_size):
             idx = order[start : start + training.batch_size]
+            keep = torch.rand(len(idx), generator=generator, device=device) >= training.caption_dropout_rate
             loss = denoising_loss(
-                pipe, noise_scheduler, latents[idx.to(device)], [captions[i] for i in idx.tolist()], generator
+                pipe,
+                noise_scheduler,
+                latents[idx.to(device)],
+                [captions[i] for i in idx.tolist()],
+                generator,
+                keep,
             )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             step += 1
         log(f"lora epoch {epoch}: loss {loss.item():.5f}")
-        metadata = _kohya_metadata(training, epoch, step, len(captions), started)
+        metadata = _kohya_metadata(training, epoch, step, len(captions), started, zero_snr)
         saved.append(
             _save_kohya(pipe, out_dir / epoch_file_name(LORA_STEM, epoch, training.epochs), metadata)
         )
@@ -152,11 +161,17 @@ def _add_lora_adapters(pipe, training: DemoTraining) -> list[dict]:
 
     # peft directly rather than transformers' add_adapter, which demands a newer peft.
     inject_adapter_in_model(config(_UNET_TARGETS), pipe.unet)
-    inject_adapter_in_model(config(_TEXT_TARGETS), pipe.text_encoder)
-    inject_adapter_in_model(config(_TEXT_TARGETS), pipe.text_encoder_2)
-    text = [p for m in (pipe.text_encoder, pipe.text_encoder_2) for p in m.parameters() if p.requires_grad]
-    unet = [p for p in pipe.unet.parameters() if p.requires_grad]
-    return [{"params": unet, "lr": training.learning_rate}, {"params": text, "lr": training.text_encoder_lr}]
+    groups = [
+        {"params": [p for p in pipe.unet.parameters() if p.requires_grad], "lr": training.learning_rate}
+    ]
+    if training.text_encoder_lr > 0:
+        for encoder in (pipe.text_encoder, pipe.text_encoder_2):
+            inject_adapter_in_model(config(_TEXT_TARGETS), encoder)
+        text = [
+            p for m in (pipe.text_encoder, pipe.text_encoder_2) for p in m.parameters() if p.requires_grad
+        ]
+        groups.append({"params": text, "lr": training.text_encoder_lr})
+    return groups
 
 
 def _save_kohya(pipe, path: Path, metadata: dict[str, str]) -> Path:
@@ -172,17 +187,20 @@ def _save_kohya(pipe, path: Path, metadata: dict[str, str]) -> Path:
             ("text_encoder", pipe.text_encoder),
             ("text_encoder_2", pipe.text_encoder_2),
         )
+        if getattr(module, "peft_config", None)  # a module the training gave adapters
         for k, v in get_peft_model_state_dict(module).items()
     }
+    # In half precision, as kohya's `--save_precision fp16` writes them: half the size.
     kohya_state = {
-        k: v.detach().clone().contiguous() for k, v in convert_state_dict_to_kohya(peft_state).items()
+        k: v.detach().to(torch.float16).contiguous()
+        for k, v in convert_state_dict_to_kohya(peft_state).items()
     }
     save_file(kohya_state, path, metadata=metadata)
     return path
 
 
 def _kohya_metadata(
-    training: DemoTraining, epoch: int, steps: int, images: int, started: str
+    training: DemoTraining, epoch: int, steps: int, images: int, started: str, zero_terminal_snr: bool
 ) -> dict[str, str]:
     """The `ss_*` keys kohya's train_network writes, with this training's true values."""
     return {
@@ -208,7 +226,9 @@ def _kohya_metadata(
         "ss_lr_scheduler": "constant",
         "ss_resolution": f"({training.resolution}, {training.resolution})",
         "ss_seed": str(training.seed),
+        "ss_caption_dropout_rate": str(training.caption_dropout_rate),
         "ss_cache_latents": "True",
+        "ss_zero_terminal_snr": str(zero_terminal_snr),
         "ss_mixed_precision": "no",
         "ss_base_model_version": "sdxl_base_v1-0",
         "ss_sd_model_name": f"bespoke_exp demo pipeline {DEMO_RECIPE} (tiny SDXL architecture)",
