@@ -36,7 +36,7 @@ def default_demo_dir() -> Path:
     override = os.environ.get("BESPOKE_EXP_DEMO_DIR")
     if override:
         return Path(override).expanduser().resolve()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()  # empty: unset
     return (cache / "bespoke_exp" / f"demo-{DEMO_RECIPE}").resolve()
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from bespoke_exp import tracking
-from bespoke_exp.config import CONF_DIR, ConfigError, compose_config
+from bespoke_exp.config import CONF_DIR, DEMO_RECIPE, ConfigError, compose_config, default_demo_dir
 from bespoke_exp.demo.punks import PunkSpec, render
 from bespoke_exp.generate.checkpoints import CheckpointError, describe_checkpoint
 from bespoke_exp.generate.pipeline import LoraLoadError, load_pipeline, lora_applied
@@ -438,3 +438,12 @@ def test_config_errors_raise_one_config_error_listing_every_problem(small_cfg, t
     assert not tracking.connect(small_cfg.tracking.uri, "tests").client.search_runs(
         [tracking.connect(small_cfg.tracking.uri, "tests").experiment_id]
     )
+
+
+def test_an_empty_xdg_cache_home_means_the_usual_cache_not_the_working_folder(tmp_path, monkeypatch) -> None:
+    # The XDG spec: an empty value counts as unset. Read as "", the demo would be built
+    # into whatever folder the command happened to run from.
+    monkeypatch.delenv("BESPOKE_EXP_DEMO_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_demo_dir() == (tmp_path / ".cache" / "bespoke_exp" / f"demo-{DEMO_RECIPE}").resolve()

@@ -49,14 +49,21 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def print_oracle(root: Path, device: str) -> None:
-    from bespoke_exp.demo.oracle import epoch_accuracies, heldout_specs
+    from bespoke_exp.demo.oracle import DEMO_GUIDANCES, epoch_accuracies, heldout_specs
     from bespoke_exp.generate.checkpoints import available_epochs
 
     checkpoints = available_epochs(root / "checkpoints", LORA_STEM, DemoTraining().epochs)
-    accuracies = epoch_accuracies(root / "pipeline", checkpoints, heldout_specs(), device=device)
-    print("oracle accuracy on held-out prompts (epoch 0 = base model):")
-    for epoch, accuracy in accuracies.items():
-        print(f"  epoch {epoch:2d}: {accuracy:.3f}")
+    by_guidance = {
+        guidance: epoch_accuracies(
+            root / "pipeline", checkpoints, heldout_specs(), guidance=guidance, device=device
+        )
+        for guidance in DEMO_GUIDANCES
+    }
+    print("oracle accuracy on held-out prompts (epoch 0 = base model), by guidance:")
+    print("  epoch " + "".join(f"{guidance:>8}" for guidance in DEMO_GUIDANCES) + "    mean")
+    for epoch in by_guidance[DEMO_GUIDANCES[0]]:
+        row = [by_guidance[guidance][epoch] for guidance in DEMO_GUIDANCES]
+        print(f"  {epoch:5d} " + "".join(f"{value:8.3f}" for value in row) + f"{sum(row) / len(row):8.3f}")
 
 
 if __name__ == "__main__":

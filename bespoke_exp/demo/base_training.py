@@ -35,6 +35,16 @@ RESOLUTION = 192  # 8 px per cell: one SDXL latent (1/8 of the image) per cell o
 
 
 @dataclass(frozen=True)
+class Phase:
+    """One denoiser training phase: AdamW with linear warmup, then cosine decay to 10%."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    warmup: int
+
+
+@dataclass(frozen=True)
 class BaseTraining:
     """The base model's pre-training; `smoke` is the same code on a few steps."""
 
@@ -54,6 +64,14 @@ class BaseTraining:
     vpred_batch_size: int = 32
     vpred_learning_rate: float = 3e-4
     vpred_warmup: int = 50
+
+    @property
+    def epsilon_phase(self) -> Phase:
+        return Phase(self.steps, self.batch_size, self.learning_rate, self.warmup)
+
+    @property
+    def vpred_phase(self) -> Phase:
+        return Phase(self.vpred_steps, self.vpred_batch_size, self.vpred_learning_rate, self.vpred_warmup)
 
     @classmethod
     def smoke(cls) -> BaseTraining:
@@ -114,8 +132,7 @@ def train_base_pipeline(
         pipe.to(device)
         _train_vae(pipe.vae, rough, [crisp_render(spec) for spec in specs], schedule, device, log)
         latents = _encode(pipe.vae, rough, device)
-        phase = (schedule.steps, schedule.batch_size, schedule.learning_rate, schedule.warmup)
-        _train_denoiser(pipe, latents, captions, phase, schedule, device, log)
+        _train_denoiser(pipe, latents, captions, schedule.epsilon_phase, schedule, device, log)
     else:
         from diffusers import StableDiffusionXLPipeline
 
@@ -128,13 +145,7 @@ def train_base_pipeline(
         timestep_spacing="trailing",  # zero-SNR models must start sampling at the last step
         steps_offset=0,
     )
-    phase = (
-        schedule.vpred_steps,
-        schedule.vpred_batch_size,
-        schedule.vpred_learning_rate,
-        schedule.vpred_warmup,
-    )
-    _train_denoiser(pipe, latents, captions, phase, schedule, device, log)
+    _train_denoiser(pipe, latents, captions, schedule.vpred_phase, schedule, device, log)
     pipe.to("cpu")
     pipe.save_pretrained(out_dir)
     for config in out_dir.rglob("*.json"):  # where it was loaded from: a path on this machine
@@ -191,22 +202,22 @@ def _train_denoiser(
     pipe,
     latents: torch.Tensor,
     captions: list[str],
-    phase: tuple[int, int, float, int],
-    schedule,
+    phase: Phase,
+    schedule: BaseTraining,
     device: str,
     log,
 ) -> None:
     """One training phase of the UNet and both text encoders against the pipeline's current
-    noise schedule; `phase` is (steps, batch size, learning rate, warmup steps)."""
+    noise schedule (`schedule` gives the seed and the caption dropout)."""
     from diffusers import DDPMScheduler
 
-    steps, batch_size, learning_rate, warmup = phase
+    steps, batch_size = phase.steps, phase.batch_size
     modules = (pipe.unet, pipe.text_encoder, pipe.text_encoder_2)
     parameters = [p for m in modules for p in m.parameters()]
     for module in modules:
         module.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=1e-2)
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, warmup))
+    optimizer = torch.optim.AdamW(parameters, lr=phase.learning_rate, weight_decay=1e-2)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, phase.warmup))
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     prediction = noise_scheduler.config.prediction_type
     generator = torch.Generator(device=device).manual_seed(schedule.seed + 2)

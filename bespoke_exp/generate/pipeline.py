@@ -23,6 +23,7 @@ from PIL import Image
 
 from bespoke_exp.generate import prompt_chunks
 from bespoke_exp.generate.prompt_encoding import prompt_chunk_count, prompt_conditioning, text_encoders
+from bespoke_exp.interrupts import interrupts_deferred
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,8 @@ def lora_applied(pipe, checkpoint: Path | None, scale: float = 1.0) -> Iterator[
         return
     try:  # a load that fails half-way must not leave a half-applied adapter behind
         try:
-            with quiet_loading():
+            # A kill inside the loader's native code would surface here as a LoraLoadError.
+            with interrupts_deferred(), quiet_loading():
                 pipe.load_lora_weights(
                     str(checkpoint.parent), weight_name=checkpoint.name, adapter_name=ADAPTER_NAME
                 )
@@ -340,20 +342,31 @@ def quiet_truncation() -> Iterator[None]:
 @contextmanager
 def quiet_loading() -> Iterator[None]:
     # diffusers' and transformers' per-component progress bars: one pair per LoRA switch would
-    # bury the job's own progress lines. Errors still surface as exceptions.
+    # bury the job's own progress lines. So would diffusers' note, twice per load, that a
+    # UNet-only LoRA (kohya's --network_train_unet_only, common for SDXL) has no text-encoder
+    # keys. Other warnings and errors still surface.
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     shown = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+    loaders = [logging.getLogger(f"diffusers.loaders.{name}") for name in ("lora_base", "peft")]
+    for logger in loaders:
+        logger.addFilter(_no_text_encoder_keys_note)
     try:
         yield
     finally:
+        for logger in loaders:
+            logger.removeFilter(_no_text_encoder_keys_note)
         if shown[0]:
             diffusers_logging.enable_progress_bar()
         if shown[1]:
             transformers_logging.enable_progress_bar()
+
+
+def _no_text_encoder_keys_note(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("No LoRA keys associated to CLIPTextModel")
 
 
 def _batches(

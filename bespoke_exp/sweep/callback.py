@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from bespoke_exp import tracking
 from bespoke_exp.analysis.load import SETTINGS_FILE
 from bespoke_exp.config import ConfigError, register_resolvers
+from bespoke_exp.interrupts import interrupts_deferred
 from bespoke_exp.sweep.context import (
     SweepContext,
     expand_jobs,
@@ -71,7 +72,7 @@ class SweepCallback(Callback):
             )
         total = None if jobs is None else len(jobs)
         sweep_id = new_sweep_id()
-        with tracking.interrupts_deferred():  # an open parent is always one that will be closed
+        with interrupts_deferred():  # an open parent is always one that will be closed
             parent = start_parent(
                 tracker,
                 config,
@@ -191,7 +192,7 @@ def _end_sweep(config: DictConfig, context: SweepContext) -> None:
         tracking.set_tags(
             tracker, context.parent_run_id, {"error": f"{failed} of {total} jobs failed{first}"}
         )
-    with tracking.interrupts_deferred():  # a kill now must not turn a closed sweep KILLED
+    with interrupts_deferred():  # a kill now must not turn a closed sweep KILLED
         tracking.finish_run(tracker, context.parent_run_id, "FAILED" if failed else "FINISHED")
         _OPEN_PARENTS.pop(context.parent_run_id, None)
     print(summary_text(tracker, context, children, reused), flush=True)

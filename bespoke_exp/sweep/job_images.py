@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from contextlib import ExitStack
 from pathlib import Path
 
 from omegaconf import DictConfig
 from PIL import Image
 
-from bespoke_exp import tracking
 from bespoke_exp.generate import pipeline as pl
 from bespoke_exp.pixelart.blank import blank_reason
 
@@ -82,11 +80,7 @@ def generate_images(
             print(f"{prefix} note: prompt {prompt.id!r} is {tokens} tokens; {note}")
     generated = {}
     started = time.perf_counter()
-    with ExitStack() as lora:
-        # A kill inside the load surfaces as whatever the loader's native code makes of the
-        # KeyboardInterrupt (a LoraLoadError), so the run would say FAILED instead of KILLED.
-        with tracking.interrupts_deferred():
-            lora.enter_context(pl.lora_applied(pipe, checkpoint_path, float(cfg.checkpoint.lora_scale)))
+    with pl.lora_applied(pipe, checkpoint_path, float(cfg.checkpoint.lora_scale)):
         for done, (item, image) in enumerate(pl.generate(pipe, items, settings), start=1):
             path = images_dir / names[(item.prompt_id, item.seed)]
             image.save(path)  # PNG: lossless, so metrics see exactly what the model made

@@ -1,7 +1,6 @@
 """Tracking: every read and write of runs, artifacts and registered models goes through
 `tracking.store` (explicit MlflowClient, explicit run ids); the names below are its API."""
 
-from bespoke_exp.tracking.interrupts import interrupts_deferred
 from bespoke_exp.tracking.store import (
     TAG_HOST,
     TAG_PARENT,
@@ -74,7 +73,6 @@ __all__ = [
     "find_sweep_experiment",
     "finish_run",
     "get_run",
-    "interrupts_deferred",
     "list_artifacts",
     "load_dict",
     "load_table",

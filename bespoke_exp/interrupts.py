@@ -1,0 +1,42 @@
+"""Work that a Ctrl-C or a kill must not cut in half.
+
+A KeyboardInterrupt raised inside a SQLite write leaves this process's own connection
+holding the database lock: every later write from the process, such as the one that marks
+the run KILLED, then waits out MLflow's 20 s busy timeout and fails with "database is
+locked", so the run stays RUNNING. Raised inside diffusers' LoRA loader, it comes out of
+native code as some other error, so a killed job would be reported as a failed one.
+Deferring the signal until the block ends avoids both. A second signal during the same
+block is acted on at once, so work that hangs can still be interrupted.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then deliver the first to its usual handler."""
+    if threading.current_thread() is not threading.main_thread():  # only it receives signals
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame) -> None:
+        if received:
+            raise KeyboardInterrupt(f"stopped by a second {signal.Signals(signum).name}")
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in _SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if received:
+            signal.raise_signal(received[0])
