@@ -1,5 +1,7 @@
 """The demo's LoRA files are real kohya checkpoints that the real diffusers loader takes."""
 
+import logging
+
 import numpy as np
 import pytest
 from safetensors import safe_open
@@ -88,3 +90,27 @@ def test_failed_load_leaves_no_adapter_behind(pipe, tmp_path):
         with pl.lora_applied(pipe, broken):
             pass
     assert all(np.array_equal(b, a) for b, a in zip(base, _pixels(pipe)))
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_a_unet_only_lora_loads_without_diffusers_notes_about_text_encoder_keys(pipe, demo_dir):
+    # diffusers says so twice per load of such a file (kohya's --network_train_unet_only): once
+    # per job, it would bury the job's own lines. The LoRA itself must still apply.
+    path = available_epochs(demo_dir / "checkpoints", LORA_STEM, 10)[10]
+    seen = _Collect()
+    diffusers_logger = logging.getLogger("diffusers")
+    diffusers_logger.addHandler(seen)
+    try:
+        with pl.lora_applied(pipe, path):
+            assert pipe.get_active_adapters() == [pl.ADAPTER_NAME]
+    finally:
+        diffusers_logger.removeHandler(seen)
+    assert not [m for m in seen.messages if m.startswith("No LoRA keys")]
