@@ -53,12 +53,7 @@ def print_oracle(root: Path, device: str) -> None:
     from bespoke_exp.generate.checkpoints import available_epochs
 
     checkpoints = available_epochs(root / "checkpoints", LORA_STEM, DemoTraining().epochs)
-    by_guidance = {
-        guidance: epoch_accuracies(
-            root / "pipeline", checkpoints, heldout_specs(), guidance=guidance, device=device
-        )
-        for guidance in DEMO_GUIDANCES
-    }
+    by_guidance = epoch_accuracies(root / "pipeline", checkpoints, heldout_specs(), device=device)
     print("oracle accuracy on held-out prompts (epoch 0 = base model), by guidance:")
     print("  epoch " + "".join(f"{guidance:>8}" for guidance in DEMO_GUIDANCES) + "    mean")
     for epoch in by_guidance[DEMO_GUIDANCES[0]]:

@@ -211,19 +211,18 @@ def _train_denoiser(
     noise schedule (`schedule` gives the seed and the caption dropout)."""
     from diffusers import DDPMScheduler
 
-    steps, batch_size = phase.steps, phase.batch_size
     modules = (pipe.unet, pipe.text_encoder, pipe.text_encoder_2)
     parameters = [p for m in modules for p in m.parameters()]
     for module in modules:
         module.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(parameters, lr=phase.learning_rate, weight_decay=1e-2)
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, phase.warmup))
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(phase.steps, phase.warmup))
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     prediction = noise_scheduler.config.prediction_type
     generator = torch.Generator(device=device).manual_seed(schedule.seed + 2)
-    for step in range(steps):
-        index = torch.randint(len(captions), (batch_size,), generator=generator, device=device)
-        keep = torch.rand(batch_size, generator=generator, device=device) >= schedule.caption_dropout
+    for step in range(phase.steps):
+        index = torch.randint(len(captions), (phase.batch_size,), generator=generator, device=device)
+        keep = torch.rand(phase.batch_size, generator=generator, device=device) >= schedule.caption_dropout
         loss = denoising_loss(
             pipe, noise_scheduler, latents[index], [captions[i] for i in index.tolist()], generator, keep
         )
@@ -232,7 +231,7 @@ def _train_denoiser(
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         lr_scheduler.step()
-        if step % 100 == 0 or step == steps - 1:
+        if step % 100 == 0 or step == phase.steps - 1:
             log(f"base ({prediction}) step {step}: loss {loss.item():.5f}")
     for module in modules:
         module.eval().requires_grad_(False)

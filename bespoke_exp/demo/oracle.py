@@ -7,6 +7,7 @@ The harness never sees this module. Its choice of epoch is checked against it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,20 +63,21 @@ def epoch_accuracies(
     checkpoints: dict[int, Path],
     specs: Sequence[punks.PunkSpec],
     *,
-    guidance: float,
+    guidances: Sequence[float] = DEMO_GUIDANCES,
     seeds: Sequence[int] = (0, 1),
     steps: int = 12,
     device: str = "cpu",
-) -> dict[int, float]:
-    """Mean oracle accuracy per epoch over every spec x seed, generated through the
-    harness's own loading path (0 is the base model without a LoRA)."""
+) -> dict[float, dict[int, float]]:
+    """Mean oracle accuracy per guidance and epoch over every spec x seed, generated through
+    the harness's own loading path (epoch 0 is the base model without a LoRA). Each LoRA is
+    loaded once and drawn at every guidance."""
     from bespoke_exp.generate import pipeline as pl
 
     pipe = pl.load_pipeline(str(pipeline_dir), device=device, dtype="float32")
     settings = pl.SamplerSettings(
         scheduler="euler",
         steps=steps,
-        guidance=guidance,
+        guidance=guidances[0],
         width=RESOLUTION,
         height=RESOLUTION,
         negative_prompt="",
@@ -87,12 +89,13 @@ def epoch_accuracies(
         for seed in seeds
     ]
     pl.set_scheduler(pipe, settings.scheduler)  # the pipeline is shared: as a job sets it
-    accuracies = {}
+    accuracies: dict[float, dict[int, float]] = {guidance: {} for guidance in guidances}
     for epoch, path in {0: None, **checkpoints}.items():
         with pl.lora_applied(pipe, path):
-            scores = [
-                oracle_accuracy(image, specs[int(item.prompt_id)])
-                for item, image in pl.generate(pipe, items, settings)
-            ]
-        accuracies[epoch] = float(np.mean(scores))
+            for guidance in guidances:
+                scores = [
+                    oracle_accuracy(image, specs[int(item.prompt_id)])
+                    for item, image in pl.generate(pipe, items, replace(settings, guidance=guidance))
+                ]
+                accuracies[guidance][epoch] = float(np.mean(scores))
     return accuracies
