@@ -19,6 +19,7 @@ from bespoke_exp import tracking
 from bespoke_exp.analysis.sheets import labelled_sheet
 from bespoke_exp.config import SWEEP_AXES, flatten, job_config
 from bespoke_exp.generate import checkpoints, image_store
+from bespoke_exp.interrupts import interrupts_deferred
 from bespoke_exp.sweep.context import SweepContext
 from bespoke_exp.sweep.identity import TAG_GENERATION, TAG_SCORING, generation_fingerprint
 from bespoke_exp.sweep.job_images import generate_images, generation_items
@@ -104,8 +105,12 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
     images_from = finished[0].info.run_id if finished and not cfg.get("force") else None
 
     scoring = {TAG_SCORING: scorer.identity, **({"images_from": images_from} if images_from else {})}
-    run_id = start({**identity, **checkpoint_tags(info), **scoring}, train_params(info))
+    run_id = None
     try:
+        # A kill while the run is being created lands here, once its id is known, so the run
+        # is closed KILLED instead of left RUNNING.
+        with interrupts_deferred():
+            run_id = start({**identity, **checkpoint_tags(info), **scoring}, train_params(info))
         tracking.log_params(tracker, run_id, {"checkpoint.path": str(info.path)})
         if info.training:  # the header's whole record, for retraining from this run
             tracking.log_dict(tracker, run_id, info.training, "checkpoint/training_settings.json")
@@ -113,6 +118,8 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
         count = _generate_and_log(cfg, tracker, run_id, info.path, output_dir, prefix, sources, scorer)
         tracking.finish_run(tracker, run_id)
     except BaseException as error:
+        if run_id is None:  # the store could not create the run: there is none to close
+            raise
         tracking.fail_run(tracker, run_id, error)
         print(f"{prefix} FAILED: {type(error).__name__}: {error}", flush=True)
         raise
@@ -155,8 +162,9 @@ def _usable_checkpoint(
         info = checkpoints.describe_checkpoint(path, epoch)
         checkpoints.check_family(info, str(cfg.model.family), f"model={cfg.model.name}")
     except checkpoints.CheckpointError as error:
-        run_id = start(checkpoint_tags(info), train_params(info)) if info else start({})
-        tracking.fail_run(tracker, run_id, error)
+        with interrupts_deferred():  # a kill in between must not leave the run RUNNING
+            run_id = start(checkpoint_tags(info), train_params(info)) if info else start({})
+            tracking.fail_run(tracker, run_id, error)
         print(f"{prefix} FAILED: {error}", flush=True)
         raise
     return info
