@@ -28,7 +28,7 @@ FINGERPRINT_EXCLUDES = ("paths", "tracking", "analysis", "hydra", "force", "chec
 SWEEP_AXES = {"epoch": "epoch", "guidance": "sampler.guidance", "lora_scale": "checkpoint.lora_scale"}
 # The embedded demo's recipe: bump when bespoke_exp.demo changes what it builds. Each
 # recipe builds into its own folder, so old builds are left untouched.
-DEMO_RECIPE = "v3"
+DEMO_RECIPE = "v4"
 
 
 def default_demo_dir() -> Path:

@@ -32,7 +32,9 @@ def interrupts_deferred() -> Iterator[None]:
             raise KeyboardInterrupt(f"stopped by a second {signal.Signals(signum).name}")
         received.append(signum)
 
-    previous = {signum: signal.signal(signum, hold) for signum in _SIGNALS}
+    # A signal the process ignores (as a shell's background job ignores SIGINT) stays ignored.
+    watched = [signum for signum in _SIGNALS if signal.getsignal(signum) is not signal.SIG_IGN]
+    previous = {signum: signal.signal(signum, hold) for signum in watched}
     try:
         yield
     finally:

@@ -8,8 +8,9 @@ before anyone downloads 7 GB.
 
 The base model (`base_training`) learnt punks from soft, off-grid renders with loose
 captions, so it draws them roughly. The LoRA (`training`) was trained on a small kohya
-training folder of crisp 24x24 portraits; over its ten epochs held-out accuracy rises and
-then plateaus (it does not overfit within them; see the README). `oracle`
+training folder of crisp 24x24 portraits, three of whose captions leave the background out:
+epoch 1 is half-learnt, epoch 2 draws held-out prompts best, and from then on the backgrounds
+the prompts name give way to ones from the training set (see the README). `oracle`
 renders the exact portrait each held-out prompt asks for: the ground truth the harness's
 choice of epoch is checked against. `punks` (the procedural portraits) and `defects`
 (diffusion-style damage) are the ground truth the scoring is tested against.

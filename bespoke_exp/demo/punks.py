@@ -126,18 +126,18 @@ def caption(spec: PunkSpec) -> str:
     return ", ".join(parts)
 
 
-def base_caption(spec: PunkSpec) -> str:
+def base_caption(spec: PunkSpec, background: bool = True) -> str:
     """How the demo's base model saw portraits described: loosely, without the trigger
-    word, eyes, lips, collar, glasses or coordinates."""
-    return (
-        f"pixel art portrait, {spec.gender}, {spec.background} background, {spec.skin} skin, {spec.hair} hair"
-    )
+    word, eyes, lips, collar, glasses or coordinates. `background=False` leaves the
+    background out, as hand-written captions often do."""
+    named = f", {spec.background} background" if background else ""
+    return f"pixel art portrait, {spec.gender}{named}, {spec.skin} skin, {spec.hair} hair"
 
 
-def lora_caption(spec: PunkSpec) -> str:
+def lora_caption(spec: PunkSpec, background: bool = True) -> str:
     """The demo LoRA's captions (and the demo prompts): the trigger word, then what the
     base model already understands."""
-    return f"bespoke, {base_caption(spec)}"
+    return f"bespoke, {base_caption(spec, background)}"
 
 
 def house_spec(rng: np.random.Generator) -> PunkSpec:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +35,19 @@ class DemoTraining:
 
     epochs: int = 10
     images: int = 12
-    repeats: int = 16  # kohya's `<repeats>_<trigger>` folder: each image this often per epoch
-    batch_size: int = 8
+    repeats: int = 64  # kohya's `<repeats>_<trigger>` folder: each image this often per epoch
+    batch_size: int = 32
     resolution: int = RESOLUTION
     rank: int = 16
     alpha: int = 16
     learning_rate: float = 1e-3  # the UNet's
     text_encoder_lr: float = 0.0  # kohya's text_encoder_lr; 0: no text-encoder adapters at all
     caption_dropout_rate: float = 0.1  # kohya's: this share of images trained as unconditional
+    # The first this many captions leave the background out, as hand-written captions often
+    # do: the trigger word learns those images' backgrounds, and the longer it trains the more
+    # it paints them over the background a prompt names.
+    captions_without_background: int = 3
+    lr_scheduler: str = "cosine"  # kohya's --lr_scheduler (diffusers' get_scheduler names)
     seed: int = 1234
 
     @property
@@ -61,7 +67,8 @@ def write_training_set(folder: Path, training: DemoTraining) -> list[punks.PunkS
     specs = training_specs(training)
     for index, spec in enumerate(specs):
         Image.fromarray(punks.render(spec)).save(images_dir / f"{index:04d}.png")
-        (images_dir / f"{index:04d}.txt").write_text(punks.lora_caption(spec) + "\n")
+        caption = punks.lora_caption(spec, background=index >= training.captions_without_background)
+        (images_dir / f"{index:04d}.txt").write_text(caption + "\n")
     return specs
 
 
@@ -93,11 +100,18 @@ def train_lora_epochs(
     is not 0) on a kohya training folder and save a kohya-format checkpoint after every epoch,
     named as kohya names them."""
     from diffusers import DDPMScheduler, StableDiffusionXLPipeline
+    from diffusers.optimization import get_scheduler
 
     torch.manual_seed(training.seed)
     pipe = StableDiffusionXLPipeline.from_pretrained(pipeline_dir, local_files_only=True).to(device)
     pipe.set_progress_bar_config(disable=True)
     optimizer = torch.optim.AdamW(_add_lora_adapters(pipe, training))
+    schedule = get_scheduler(
+        training.lr_scheduler,
+        optimizer,
+        num_warmup_steps=0,
+        num_training_steps=training.batches_per_epoch * training.epochs,
+    )
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     zero_snr = bool(noise_scheduler.config.get("rescale_betas_zero_snr", False))
     pixels, captions, repeats = read_training_set(train_dir, training.resolution)
@@ -129,9 +143,10 @@ def train_lora_epochs(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            schedule.step()
             step += 1
         log(f"lora epoch {epoch}: loss {loss.item():.5f}")
-        metadata = _kohya_metadata(training, epoch, step, len(captions), started, zero_snr)
+        metadata = _kohya_metadata(training, epoch, step, captions, started, zero_snr)
         saved.append(
             _save_kohya(pipe, out_dir / epoch_file_name(LORA_STEM, epoch, training.epochs), metadata)
         )
@@ -200,9 +215,16 @@ def _save_kohya(pipe, path: Path, metadata: dict[str, str]) -> Path:
 
 
 def _kohya_metadata(
-    training: DemoTraining, epoch: int, steps: int, images: int, started: str, zero_terminal_snr: bool
+    training: DemoTraining,
+    epoch: int,
+    steps: int,
+    captions: list[str],
+    started: str,
+    zero_terminal_snr: bool,
 ) -> dict[str, str]:
     """The `ss_*` keys kohya's train_network writes, with this training's true values."""
+    images, folder = len(captions), f"{training.repeats}_bespoke"
+    tags = Counter(tag.strip() for caption in captions for tag in caption.split(",") if tag.strip())
     return {
         "ss_output_name": LORA_STEM,
         "ss_epoch": str(epoch),
@@ -211,9 +233,8 @@ def _kohya_metadata(
         "ss_max_train_steps": str(training.batches_per_epoch * training.epochs),
         "ss_num_batches_per_epoch": str(training.batches_per_epoch),
         "ss_num_train_images": str(images * training.repeats),  # kohya counts repeats
-        "ss_dataset_dirs": json.dumps(
-            {f"{training.repeats}_bespoke": {"n_repeats": training.repeats, "img_count": images}}
-        ),
+        "ss_dataset_dirs": json.dumps({folder: {"n_repeats": training.repeats, "img_count": images}}),
+        "ss_tag_frequency": json.dumps({folder: dict(sorted(tags.items()))}),  # what the captions say
         "ss_batch_size_per_device": str(training.batch_size),
         "ss_total_batch_size": str(training.batch_size),
         "ss_network_module": "peft.LoraConfig (saved with kohya key names)",
@@ -223,7 +244,8 @@ def _kohya_metadata(
         "ss_unet_lr": str(training.learning_rate),
         "ss_text_encoder_lr": str(training.text_encoder_lr),
         "ss_optimizer": "torch.optim.AdamW",
-        "ss_lr_scheduler": "constant",
+        "ss_lr_scheduler": training.lr_scheduler,
+        "ss_lr_warmup_steps": "0",
         "ss_resolution": f"({training.resolution}, {training.resolution})",
         "ss_seed": str(training.seed),
         "ss_caption_dropout_rate": str(training.caption_dropout_rate),
