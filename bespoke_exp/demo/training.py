@@ -48,11 +48,16 @@ class DemoTraining:
     # it paints them over the background a prompt names.
     captions_without_background: int = 3
     lr_scheduler: str = "cosine"  # kohya's --lr_scheduler (diffusers' get_scheduler names)
+    lr_warmup_steps: int = 0
     seed: int = 1234
 
     @property
     def batches_per_epoch(self) -> int:
         return self.images * self.repeats // self.batch_size
+
+    @property
+    def max_train_steps(self) -> int:
+        return self.batches_per_epoch * self.epochs
 
 
 def training_specs(training: DemoTraining) -> list[punks.PunkSpec]:
@@ -109,8 +114,8 @@ def train_lora_epochs(
     schedule = get_scheduler(
         training.lr_scheduler,
         optimizer,
-        num_warmup_steps=0,
-        num_training_steps=training.batches_per_epoch * training.epochs,
+        num_warmup_steps=training.lr_warmup_steps,
+        num_training_steps=training.max_train_steps,
     )
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     zero_snr = bool(noise_scheduler.config.get("rescale_betas_zero_snr", False))
@@ -230,7 +235,7 @@ def _kohya_metadata(
         "ss_epoch": str(epoch),
         "ss_num_epochs": str(training.epochs),
         "ss_steps": str(steps),
-        "ss_max_train_steps": str(training.batches_per_epoch * training.epochs),
+        "ss_max_train_steps": str(training.max_train_steps),
         "ss_num_batches_per_epoch": str(training.batches_per_epoch),
         "ss_num_train_images": str(images * training.repeats),  # kohya counts repeats
         "ss_dataset_dirs": json.dumps({folder: {"n_repeats": training.repeats, "img_count": images}}),
@@ -245,7 +250,7 @@ def _kohya_metadata(
         "ss_text_encoder_lr": str(training.text_encoder_lr),
         "ss_optimizer": "torch.optim.AdamW",
         "ss_lr_scheduler": training.lr_scheduler,
-        "ss_lr_warmup_steps": "0",
+        "ss_lr_warmup_steps": str(training.lr_warmup_steps),
         "ss_resolution": f"({training.resolution}, {training.resolution})",
         "ss_seed": str(training.seed),
         "ss_caption_dropout_rate": str(training.caption_dropout_rate),
