@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bespoke_exp.config import CONF_DIR, ConfigError, register_resolvers
+from bespoke_exp.config import CONF_DIR, ConfigError, literal_text, register_resolvers
 from bespoke_exp.generate.checkpoints import CheckpointError
 from bespoke_exp.generate.pipeline import LoraLoadError, ModelLoadError, pin_worker_device
 from bespoke_exp.overrides import expand_arguments
@@ -48,8 +48,23 @@ class JobKilled(KeyboardInterrupt):
     """SIGTERM to a launcher worker: its job's run is marked KILLED and the other jobs go on."""
 
 
+# A kill (SIGTERM) or a closed terminal or ssh session (SIGHUP) unwinds like Ctrl-C, so the running
+# job is marked KILLED, not left RUNNING. `nohup` sets SIGHUP to be ignored, and so it stays.
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _catch_stop_signals(handler) -> dict:
+    """Install `handler` for every stop signal the process does not ignore; returns the old ones."""
+    return {
+        signum: signal.signal(signum, handler)
+        for signum in _STOP_SIGNALS
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
+    literal_text(cfg)
     sweep = current_context()
     if sweep is not None and sweep.in_worker():
         _run_in_worker(cfg, sweep)
@@ -62,7 +77,7 @@ def _run_in_worker(cfg: DictConfig, sweep) -> None:
     (`kill PID`, SLURM's scancel or time limit) into a KILLED run instead of a run left RUNNING.
     The worker's own handler comes back afterwards: loky stops idle workers with SIGTERM."""
     pin_worker_device(sweep.job_index)
-    previous = signal.signal(signal.SIGTERM, _kill_job)
+    previous = _catch_stop_signals(_kill_job)
     try:
         _run(cfg, sweep)
     except JobKilled as error:
@@ -70,10 +85,12 @@ def _run_in_worker(cfg: DictConfig, sweep) -> None:
         # and a rerun redoes only this job.
         print(f"[bespoke_exp] job {sweep.job_index} killed: {error}", file=sys.stderr, flush=True)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _kill_job(signum: int, frame) -> None:
+    _hung_up(signum)
     raise JobKilled(f"stopped by signal {signal.Signals(signum).name}")
 
 
@@ -98,12 +115,40 @@ def _run(cfg: DictConfig, sweep) -> None:
 
 
 def _interrupt(signum: int, frame) -> None:
+    _hung_up(signum)
     raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
+class _Unattended:
+    """An output stream whose terminal may be gone: after a hang-up, writing to it fails, and
+    a failed print must not stop the runs from being closed."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _hung_up(signum: int) -> None:
+    if signum == getattr(signal, "SIGHUP", None) and not isinstance(sys.stdout, _Unattended):
+        sys.stdout, sys.stderr = _Unattended(sys.stdout), _Unattended(sys.stderr)
+
+
 def cli() -> None:
-    # A kill (SIGTERM) unwinds like Ctrl-C, so the running job is marked KILLED, not left RUNNING.
-    signal.signal(signal.SIGTERM, _interrupt)
+    _catch_stop_signals(_interrupt)
     register_resolvers()
     try:
         sys.argv = [sys.argv[0], *expand_all_epochs(expand_arguments(sys.argv[1:]))]

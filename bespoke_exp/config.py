@@ -7,11 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PROJECT_ROOT = CONF_DIR.parent
@@ -54,14 +55,52 @@ class ConfigError(ValueError):
     """A config value is wrong; the message names the key, the value and what is allowed."""
 
 
-def compose_config(overrides: Iterable[str] = ()) -> DictConfig:
+# Free text is data: OmegaConf would resolve a prompt reading "${oc.env:API_TOKEN}" to the token
+# and log it as a param. Every string under these keys is taken exactly as written.
+LITERAL_KEYS = ("prompts.items", "sampler.negative_prompt")
+
+
+def literal_text(cfg: DictConfig) -> DictConfig:
+    """Escape `${` in every string under LITERAL_KEYS so it resolves to exactly the text written
+    (in place; returns `cfg`). Call it once, where a config is composed: escaping is not idempotent."""
+    with read_write(cfg), open_dict(cfg):
+        for key in LITERAL_KEYS:
+            parent_key, _, leaf = key.rpartition(".")
+            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+            if isinstance(parent, DictConfig) and leaf in parent:
+                _escape_strings(parent, leaf)
+    return cfg
+
+
+def _escape_strings(container: DictConfig | ListConfig, key: str | int) -> None:
+    node = container._get_node(key)
+    if isinstance(node, (DictConfig, ListConfig)):
+        for child in node.keys() if isinstance(node, DictConfig) else range(len(node)):
+            _escape_strings(node, child)
+        return
+    raw = node._value()
+    if isinstance(raw, str) and "${" in raw:
+        # k backslashes before `${` become 2k+1: they resolve back to k backslashes and a literal `${`.
+        container[key] = re.sub(r"(\\*)\$\{", lambda m: "\\" * (2 * len(m[1]) + 1) + "${", raw)
+
+
+def compose_config(overrides: Iterable[str] = (), search_path: Iterable[str] = ()) -> DictConfig:
     """conf/config.yaml composed with `overrides`, as `python -m bespoke_exp` composes it
-    (outside a running Hydra app)."""
+    (outside a running Hydra app), free text taken literally. `search_path`: further config
+    folders (`file://...`, `pkg://...`), as `--config-dir` or `hydra.searchpath` add them."""
     from hydra import compose, initialize_config_dir
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return literal_text(
+            compose(config_name="config", overrides=[*search_path_overrides(search_path), *overrides])
+        )
+
+
+def search_path_overrides(search_path: Iterable[str]) -> list[str]:
+    """The Hydra override that adds `search_path` (config folders as URIs) to the search path."""
+    entries = [json.dumps(str(entry)) for entry in search_path]
+    return [f"hydra.searchpath=[{','.join(entries)}]"] if entries else []
 
 
 def job_config(cfg: DictConfig) -> dict:

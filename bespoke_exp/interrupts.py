@@ -16,12 +16,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Ctrl-C, a kill, and the hang-up of a closed terminal or ssh session (not on Windows).
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM until the block ends, then deliver the first to its usual handler."""
+    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, then deliver the first to its usual handler."""
     if threading.current_thread() is not threading.main_thread():  # only it receives signals
         yield
         return

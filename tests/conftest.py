@@ -4,7 +4,11 @@ per test session, into a temporary folder, by the same `ensure_demo` users run."
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,7 +33,8 @@ def tracking_uri(tmp_path) -> str:
 
 @pytest.fixture()
 def small_cfg(demo_dir, tracking_uri) -> DictConfig:
-    """The demo config shrunk for speed: two prompts, one seed, two steps, 128 px."""
+    """The demo config shrunk for speed: two prompts, one seed, two steps, 192 px (one latent
+    per cell: the smallest image the model can draw 24 cells in)."""
     cfg = compose_config(
         [
             f"paths.demo={demo_dir}",
@@ -39,8 +44,8 @@ def small_cfg(demo_dir, tracking_uri) -> DictConfig:
             "epoch=3",
             "sampler.steps=2",
             "sampler.seeds=[0]",
-            "sampler.width=128",
-            "sampler.height=128",
+            "sampler.width=192",
+            "sampler.height=192",
         ]
     )
     with open_dict(cfg):
@@ -49,10 +54,10 @@ def small_cfg(demo_dir, tracking_uri) -> DictConfig:
 
 
 def small_sweep_command(demo_dir: Path, *overrides: str, multirun: bool = True) -> list[str]:
-    """`python -m bespoke_exp` on the test demo, shrunk for speed (2 steps, 128 px)."""
+    """`python -m bespoke_exp` on the test demo, shrunk for speed (2 steps, 192 px: one latent per cell)."""
     return [
         sys.executable, "-m", "bespoke_exp", *(["-m"] if multirun else []), f"paths.demo={demo_dir}",
-        "prompts=seed_tests", "sampler.steps=2", "sampler.width=128", "sampler.height=128", *overrides,
+        "prompts=seed_tests", "sampler.steps=2", "sampler.width=192", "sampler.height=192", *overrides,
     ]  # fmt: skip
 
 
@@ -84,3 +89,24 @@ def one_job_sweep(tracker, lora: Path, *, sha: str, score: float = 0.6, sweep_id
         **recorded,
     )
     return sweep, analysis.recommend(sweep, n_boot=50)
+
+
+@contextmanager
+def tmpfs(size: str) -> Iterator[Path]:
+    """A small real filesystem of its own (read-only or full on demand), or a skip saying why."""
+    folder = Path(tempfile.mkdtemp(prefix="bespoke-tmpfs-"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        folder.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root with CAP_SYS_ADMIN")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+        folder.rmdir()
+
+
+def read_only(folder: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)

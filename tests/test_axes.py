@@ -271,3 +271,20 @@ def test_epoch_all_on_the_command_line_fails_cleanly_without_epochs(tmp_path) ->
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"checkpoint.dir={tmp_path} holds no epoch files for checkpoint.stem=My_Lora" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "-cd", "hydra.searchpath"])
+def test_epoch_all_reads_a_checkpoint_config_from_the_users_own_config_folder(tmp_path, how: str) -> None:
+    checkpoints = tmp_path / "run"
+    checkpoints.mkdir()
+    _folder(checkpoints, ["My_Lora-000003.safetensors", "My_Lora.safetensors"])
+    conf = tmp_path / "my_conf" / "checkpoint"
+    conf.mkdir(parents=True)
+    (conf / "mine.yaml").write_text(
+        f"dir: {checkpoints}\nstem: My_Lora\nepochs: 6\nlora_scale: ${{lora_scale}}\ntrain_dir: null\n"
+    )
+    where = (
+        [f"hydra.searchpath=[file://{conf.parent}]"] if how == "hydra.searchpath" else [how, str(conf.parent)]
+    )
+    argv = [*where, "-m", "epoch=all", "checkpoint=mine"]
+    assert expand_all_epochs(argv) == [*where, "-m", "epoch=3,6", "checkpoint=mine"]

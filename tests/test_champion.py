@@ -95,3 +95,22 @@ def test_register_champion_records_comparability_and_respects_it(tracker, tmp_pa
     assert analysis.register_champion(sweep, rec, "punks") == "2"
     assert "registered without alias @champion" in capsys.readouterr().out
     assert _holder(tracker) == "1"
+
+
+def test_a_sweep_judged_poor_overall_registers_its_version_but_never_moves_the_alias(
+    tracker, tmp_path, capsys
+):
+    lora = tmp_path / "lora.safetensors"
+    lora.write_bytes(b"evaluated weights")
+    identity = {"sweep_id": "s-4", "prompt_set": "p-abc", "scoring_identity": "s-1"}
+    # Colour noise from lora_scale=1000 scored 0.29: the best of a sweep that works at nothing.
+    sweep, rec = one_job_sweep(tracker, lora, sha=file_sha256(lora), score=0.29, **identity)
+    assert rec.diagnosis.code == "poor_overall"
+    assert analysis.register_champion(sweep, rec, "punks") == "1"
+    assert (
+        "registered without alias @champion (the sweep's verdict is poor_overall" in capsys.readouterr().out
+    )
+    assert tracking.alias_holder(tracker, "punks", "champion") is None
+    # A working sweep after it still takes the alias.
+    sweep, rec = one_job_sweep(tracker, lora, sha=file_sha256(lora), score=0.7, **identity)
+    assert analysis.register_champion(sweep, rec, "punks") == "2" and _holder(tracker) == "2"

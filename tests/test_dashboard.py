@@ -174,7 +174,7 @@ def test_a_demo_sweep_and_rank_log_leave_one_point_per_epoch(tmp_path, demo_dir)
     sweep_cmd = [
         *(sys.executable, "-m", "bespoke_exp", "-m", f"paths.demo={demo_dir}", f"tracking.uri={uri}"),
         *("tracking.experiment=dash", f"hydra.sweep.dir={tmp_path / 'sweep'}", "prompts=seed_tests"),
-        *("sampler.steps=2", "sampler.seeds=[0]", "sampler.width=128", "sampler.height=128"),
+        *("sampler.steps=2", "sampler.seeds=[0]", "sampler.width=192", "sampler.height=192"),
         *("epoch=1,2,3", "guidance=5,7.5"),
     ]
     done = subprocess.run(sweep_cmd, capture_output=True, text=True, timeout=600)

@@ -102,8 +102,8 @@ def test_rescore_and_rank_use_the_sweeps_own_store_settings(tmp_path, demo_dir) 
         f"tracking.uri={uri}",
         "sampler.steps=2",
         "sampler.seeds=[0]",
-        "sampler.width=128",
-        "sampler.height=128",
+        "sampler.width=192",
+        "sampler.height=192",
     ]
     sweep = subprocess.run(
         [

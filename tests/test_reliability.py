@@ -4,11 +4,11 @@ issue 10, each reproduced against the real CLI, Hydra, MLflow store and pipeline
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +33,7 @@ from bespoke_exp.sweep.callback import sweep_problems
 from bespoke_exp.sweep.context import expand_jobs
 from bespoke_exp.sweep.job import run_job
 from bespoke_exp.sweep.validate import config_problems
-from tests.conftest import small_sweep_command
+from tests.conftest import read_only, small_sweep_command, tmpfs
 
 STEM = "Bespoke_Punks_24x24_Pixel_Art"
 
@@ -184,12 +184,14 @@ def test_two_sweeps_started_together_on_a_new_experiment_stay_apart(tmp_path, de
 
 @pytest.mark.slow
 def test_bad_values_in_a_sweep_are_listed_one_per_line_before_any_work(tmp_path, demo_dir) -> None:
-    done = _run(_command(tmp_path, demo_dir, "epoch=1,11", "guidance=-1,7.5", "+metrics.weights.nope=0.5"))
+    bad = ("epoch=1,11", "guidance=-1,7.5", "+metrics.weights.nope=0.5", "analysis.metric=nosuch")
+    done = _run(_command(tmp_path, demo_dir, *bad))
     assert done.returncode == 2
     for line in (
         "epoch=11 is outside 1..10",
         "guidance=-1 must be >= 0",
         "metrics.weights.nope: no such metric",
+        "analysis.metric='nosuch' is not a metric",  # the end-of-sweep analysis: checked now, too
     ):
         assert line in done.stderr
     assert "Traceback" not in done.stderr
@@ -323,36 +325,15 @@ def test_runs_left_running_by_a_killed_process_are_closed_by_the_next_sweep(tmp_
 # --- 5. a tracking store that can't be written ------------------------------------------
 
 
-@contextmanager
-def _tmpfs(size: str) -> Iterator[Path]:
-    """A small real filesystem of its own (read-only or full on demand), or a skip saying why."""
-    folder = Path(tempfile.mkdtemp(prefix="bespoke-tmpfs-"))
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        folder.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root with CAP_SYS_ADMIN")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-        folder.rmdir()
-
-
-def _read_only(folder: Path) -> None:
-    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
-
-
 @pytest.mark.parametrize("existing", [False, True])
 def test_a_read_only_store_fails_in_seconds_with_one_line(existing: bool) -> None:
-    with _tmpfs("1m") as folder:
+    with tmpfs("1m") as folder:
         database = folder / "mlflow.db"
         if existing:
             # A real store, made by a process that then exits (an open database keeps the mount busy).
             code = f"from bespoke_exp import tracking; tracking.connect('sqlite:///{database}', 'x')"
             subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-        _read_only(folder)
+        read_only(folder)
         started = time.monotonic()
         with pytest.raises(tracking.TrackingError) as error:
             tracking.connect(f"sqlite:///{database}", "x")
@@ -367,7 +348,7 @@ def test_a_read_only_store_fails_in_seconds_with_one_line(existing: bool) -> Non
 
 @pytest.mark.slow
 def test_a_full_disk_fails_the_jobs_and_the_parent_is_closed_with_the_reason(tmp_path, demo_dir) -> None:
-    with _tmpfs("96k") as folder:  # room for sweep.json and a few images, not for a job's sheet
+    with tmpfs("96k") as folder:  # room for sweep.json and a few images, not for a job's sheet
         done = _run(_command(tmp_path, demo_dir, "epoch=1,2", f"hydra.sweep.dir={folder}/sweep"))
     assert done.returncode == 1, done.stderr[-3000:]
     parents, children = _runs(tmp_path)
@@ -447,3 +428,137 @@ def test_an_empty_xdg_cache_home_means_the_usual_cache_not_the_working_folder(tm
     monkeypatch.setenv("XDG_CACHE_HOME", "")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_demo_dir() == (tmp_path / ".cache" / "bespoke_exp" / f"demo-{DEMO_RECIPE}").resolve()
+
+
+# --- 7. hang-ups, full stores, orphans anywhere in the store ------------------------------
+
+
+@pytest.mark.slow
+def test_a_closed_terminal_mid_job_leaves_the_job_and_sweep_killed(tmp_path, demo_dir) -> None:
+    process = subprocess.Popen(
+        _command(tmp_path, demo_dir, "epoch=1,2,3"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the hang-up reaches the sweep only, as a closed ssh session's would
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(c.info.status == "RUNNING" for c in _runs(tmp_path)[1]):
+            break
+        time.sleep(0.5)  # a gentle reader: SQLite writers wait for readers
+    process.send_signal(signal.SIGHUP)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    parents, children = _runs(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert children and "RUNNING" not in {c.info.status for c in children}
+    assert "KILLED" in {c.info.status for c in children}
+    assert "KILLED: KeyboardInterrupt: stopped by signal SIGHUP" in out
+    assert "interrupted; parent run" in err and "marked KILLED" in err
+
+
+@pytest.mark.slow
+def test_a_full_store_never_claims_a_state_it_could_not_write_and_rank_closes_what_it_left(
+    tmp_path, demo_dir
+) -> None:
+    # Room for MLflow's empty database (about 1 MB) and the first runs, not for a job's images:
+    # then the store can't even record the failure.
+    with tmpfs("1030k") as folder:
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        command = [*_command(tmp_path, demo_dir, "epoch=1,2"), f"tracking.uri={uri}"]
+        done = _run(command)
+        output = done.stdout + done.stderr
+        client = MlflowClient(uri)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert runs, output[-3000:]  # the sweep got as far as creating its runs
+        assert done.returncode != 0
+        for run in runs:
+            if run.info.status == "RUNNING":  # what the full store could not take must not be claimed
+                assert f"{run.info.run_id} marked" not in output
+                assert f"{run.info.run_id} could not be marked" in output, output[-3000:]
+        assert "RUNNING" in {r.info.status for r in runs}
+        # Space freed (the user clears the disk), the next reading command closes what was left.
+        subprocess.run(["rm", "-rf", str(folder / "artifacts")], check=True)
+        ranked = subprocess.run(
+            [sys.executable, "-m", "bespoke_exp.rank", "--tracking-uri", uri],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert "marked KILLED" in ranked.stderr, ranked.stderr[-2000:]
+        statuses = {r.info.status for r in client.search_runs([r.info.experiment_id for r in runs])}
+    assert "RUNNING" not in statuses and "Traceback" not in ranked.stderr
+
+
+def test_orphans_in_every_experiment_are_closed_not_only_the_sweeps_own(tmp_path) -> None:
+    uri = _uri(tmp_path)
+    elsewhere = tracking.connect(uri, "last-week")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tracking.start_run(elsewhere, "sweep", tags={tracking.TAG_PID: str(dead.pid)})
+    alive = tracking.start_run(elsewhere, "sweep")  # this process: still running, left alone
+    tracker = tracking.connect(uri, "faults")  # what a later sweep in another experiment opens
+    assert tracking.close_orphans(tracker.uri, tracker.client) == [orphan]
+    assert tracker.client.get_run(orphan).info.status == "KILLED"
+    assert tracker.client.get_run(alive).info.status == "RUNNING"
+
+
+def test_a_deleted_experiment_of_the_same_name_is_named_with_the_way_out(tmp_path) -> None:
+    tracker = tracking.connect(_uri(tmp_path), "faults")
+    tracker.client.delete_experiment(tracker.experiment_id)
+    with pytest.raises(tracking.TrackingError) as error:
+        tracking.connect(_uri(tmp_path), "faults")
+    message = str(error.value)
+    assert "experiment 'faults' was deleted" in message
+    assert f"mlflow experiments restore --experiment-id {tracker.experiment_id}" in message
+
+
+def test_a_store_another_program_holds_locked_fails_in_seconds_saying_so(tmp_path) -> None:
+    import sqlite3
+
+    tracking.connect(_uri(tmp_path), "faults")
+    holder = sqlite3.connect(tmp_path / "mlruns" / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    started = time.monotonic()
+    try:
+        with pytest.raises(tracking.TrackingError, match="the database is locked by another program"):
+            tracking.connect(_uri(tmp_path), "faults")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert time.monotonic() - started < 10
+
+
+def test_a_checkpoint_path_that_is_a_folder_or_a_broken_link_says_what_it_is(tmp_path) -> None:
+    from bespoke_exp.generate.checkpoints import resolve_checkpoint
+
+    (tmp_path / f"{STEM}-000001.safetensors").mkdir()
+    loop = tmp_path / f"{STEM}-000002.safetensors"
+    loop.symlink_to(loop)
+    save_file({"x": torch.zeros(1)}, tmp_path / f"{STEM}-000003.safetensors")
+    with pytest.raises(CheckpointError) as folder:
+        resolve_checkpoint(tmp_path, STEM, 1, 10)
+    assert str(folder.value) == (
+        f"epoch=1: {tmp_path}/{STEM}-000001.safetensors is a folder; it must be the LoRA .safetensors file"
+    )
+    with pytest.raises(CheckpointError, match="is a symbolic link to .* which leads to no file"):
+        resolve_checkpoint(tmp_path, STEM, 2, 10)
+    with pytest.raises(CheckpointError, match="epochs with a file: 3$"):  # the folder and link are no files
+        resolve_checkpoint(tmp_path, STEM, 4, 10)
+
+
+def test_a_header_nested_deeper_than_python_recurses_is_kept_as_text(tmp_path, capsys) -> None:
+    from bespoke_exp import inspect as inspect_cli
+
+    deep = "[" * 200_000 + "]" * 200_000
+    path = tmp_path / f"{STEM}.safetensors"
+    save_file(
+        {"lora_unet_a.lora_down.weight": torch.zeros(4, 8), "lora_unet_a.lora_up.weight": torch.zeros(8, 4)},
+        path,
+        metadata={"ss_tag_frequency": deep, "ss_network_dim": "4"},
+    )
+    assert inspect_cli.main([str(path)]) == 0
+    assert inspect_cli.main([str(path), "--json"]) == 0
+    table, described = capsys.readouterr().out.split("\n{", 1)
+    assert json.loads("{" + described)["checkpoints"][0]["rank"] == 4

@@ -20,7 +20,7 @@ from bespoke_exp.sweep.callback import BASIC_LAUNCHER, sqlite_parallel_problem
 from tests.conftest import small_sweep_command
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
-# Four jobs: two epochs x two guidance values, each three prompts x one seed, 2 steps, 128 px.
+# Four jobs: two epochs x two guidance values, each three prompts x one seed, 2 steps, 192 px.
 GRID = ("epoch=1,2", "guidance=5,7.5")
 
 

@@ -51,7 +51,11 @@ def _sweep(tmp_path, demo_dir, *overrides):
 
 
 def test_sweep_logs_one_parent_and_a_finished_child_per_job(tmp_path, demo_dir, monkeypatch):
-    done, client, parents, children = _sweep(tmp_path, demo_dir, "epoch=1,2,...,3", "guidance=5,7.5")
+    # Two sampling steps draw no good art (poor_overall, which never takes @champion): the bar is
+    # lowered so the champion's registration is tested too.
+    done, client, parents, children = _sweep(
+        tmp_path, demo_dir, "epoch=1,2,...,3", "guidance=5,7.5", "analysis.thresholds.poor=0.1"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(parents) == 1
     parent = parents[0]
@@ -198,6 +202,7 @@ def test_killed_sweep_resumes_with_exactly_the_unfinished_jobs(tmp_path, demo_di
 
 
 def test_rank_without_a_sweep_exits_non_zero_and_says_so(tmp_path):
+    tracking.connect(_uri(tmp_path), "empty")  # a store and experiment, but no sweep in it
     ranked = subprocess.run(
         [sys.executable, "-m", "bespoke_exp.rank", "--tracking-uri", _uri(tmp_path), "--experiment", "empty"],
         capture_output=True,

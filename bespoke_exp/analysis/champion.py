@@ -1,5 +1,6 @@
 """The champion: the recommended LoRA file registered as a model version, and the
-`@champion` alias moved to it when it beats the version holding it.
+`@champion` alias moved to it when it beats the version holding it. A version from a sweep whose
+verdict is `poor_overall` (no combination good enough) is registered but never takes the alias.
 
 Scores are only compared between comparable versions: the same prompt set, the same scoring
 identity and the same ranked metric, as recorded in each version's tags (IDENTITY_KEYS).
@@ -49,6 +50,11 @@ def champion_decision(
 ) -> tuple[bool, str]:
     """(move the alias?, why) for a new version with `tags` and `score` against the `holder`
     (version, tags) of the alias, or None when no version holds it."""
+    if tags.get("diagnosis") == "poor_overall":
+        return False, (
+            "the sweep's verdict is poor_overall: no combination it tried is good enough, so none of "
+            "its versions may become the champion"
+        )
     if holder is None:
         return True, "no version held the alias"
     version, old = holder

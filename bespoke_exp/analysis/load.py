@@ -49,6 +49,24 @@ class Sweep:
     analysis_settings: dict | None = None  # the `analysis.*` settings the sweep ran with
     # Every value each further axis (lora_scale, ...) was asked for, failed jobs' included.
     levels: dict[str, list[float]] = field(default_factory=dict)
+    status: str = "FINISHED"  # the parent run's
+    jobs_expected: int | None = None  # the jobs the sweep was launched with (None: unknown)
+    jobs_unfinished: int = 0  # job runs not FINISHED: failed, killed or still running
+
+    def incomplete(self) -> str | None:
+        """Why this sweep's ranking is not final (None when every job it launched finished):
+        what `rank` says above a ranking of a running or killed sweep, and why no champion is
+        registered from it."""
+        done = len(self.runs)
+        expected = max(self.jobs_expected or 0, done + self.jobs_unfinished)
+        if done < expected:
+            if self.status == "FINISHED":  # e.g. the rescore of a sweep whose jobs did not all finish
+                return f"only {done} of the sweep's {expected} jobs finished"
+            what = "is still RUNNING" if self.status == "RUNNING" else f"ended {self.status}"
+            return f"the sweep {what} with {done} of its {expected} jobs finished"
+        if self.status == "RUNNING":
+            return "the sweep is still RUNNING (its end-of-sweep analysis has not finished)"
+        return None
 
 
 def default_tracking() -> tuple[str, str]:
@@ -71,7 +89,7 @@ def load_sweep(
         tracking_uri = tracking_uri or default_uri
         # A sweep run with another experiment config (experiment=bespoke_civitai) is found too.
         experiment = experiment or tracking.find_sweep_experiment(tracking_uri, sweep) or default_experiment
-    tracker = tracking.connect(tracking_uri, experiment)
+    tracker = tracking.open_store(tracking_uri, experiment)
     parent, children, reused = _pick_sweep(tracker, sweep)
     finished = [r for r in children if r.info.status == "FINISHED"] + reused
     sweep_id = parent.data.tags.get(tracking.TAG_SWEEP_ID, parent.info.run_id)
@@ -114,7 +132,14 @@ def load_sweep(
             "analysis"
         ),
         levels={a: values for a in EXTRA_AXES if (values := _levels(children + reused, a))},
+        status=parent.info.status,
+        jobs_expected=_job_count(parent.data.params.get("sweep.jobs")),
+        jobs_unfinished=sum(r.info.status != "FINISHED" for r in children),
     )
+
+
+def _job_count(recorded: str | None) -> int | None:
+    return int(recorded) if recorded and recorded.isdigit() else None
 
 
 def _job_columns(run) -> dict:

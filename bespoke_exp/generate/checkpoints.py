@@ -97,7 +97,7 @@ def available_epochs(directory: Path, stem: str, final_epoch: int) -> dict[int, 
         return found
     for path in directory.iterdir():
         named, epoch = kohya_name(path)
-        if path.suffix == ".safetensors" and named == stem and epoch is not None:
+        if path.suffix == ".safetensors" and named == stem and epoch is not None and path.is_file():
             found[epoch] = path
     bare = directory / f"{stem}.safetensors"
     if bare.is_file():
@@ -121,6 +121,12 @@ def resolve_checkpoint(directory: str | Path, stem: str, epoch: int, final_epoch
     numbered = directory / f"{stem}-{epoch:06d}.safetensors"
     if numbered.is_file():
         return numbered
+    for candidate in (expected, numbered):
+        problem = _not_a_file(candidate)
+        if problem:
+            raise CheckpointError(
+                f"epoch={epoch}: {candidate} {problem}; it must be the LoRA .safetensors file"
+            )
     pickled = [p.name for p in directory.glob(f"{stem}*") if p.suffix in PICKLE_SUFFIXES]
     if pickled:
         raise CheckpointError(
@@ -136,6 +142,18 @@ def resolve_checkpoint(directory: str | Path, stem: str, epoch: int, final_epoch
     raise CheckpointError(
         f"epoch={epoch}: expected {expected}; no file named {stem}*.safetensors in {directory}{hint}"
     )
+
+
+def _not_a_file(path: Path) -> str | None:
+    """What is at `path` instead of a file, or None when nothing is there at all."""
+    if path.is_dir():
+        return "is a folder"
+    if path.is_symlink():
+        target = os.readlink(path)
+        return f"is a symbolic link to {target}, which leads to no file (missing, or a loop of links)"
+    if os.path.lexists(path):
+        return "is not a regular file"
+    return None
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -268,7 +286,7 @@ def parse_value(text: str) -> object:
     if text[:1] in ("{", "["):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # a value nested deeper than Python recurses stays text
             pass
     return text
 

@@ -161,6 +161,30 @@ class LoraLoadError(RuntimeError):
 
 _PIPELINES: dict[tuple, object] = {}
 HUB_PROBE_TIMEOUT_S = 2.0  # a reachable hub answers in well under a second
+SD_LATENT_SCALE = 8  # pixels per latent of every SD 1.x / SDXL VAE
+
+
+def latent_scale(pretrained: str) -> int:
+    """Pixels per latent of the model's VAE (2 ** its downsampling steps), read from its
+    `vae/config.json` without loading it: in a local folder or the Hugging Face cache; else SD's 8."""
+    import json
+
+    config = Path(pretrained).expanduser() / "vae" / "config.json"
+    if not config.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(pretrained, "vae/config.json")
+        except Exception:  # not a hub id either: the loader will say so
+            cached = None
+        if not isinstance(cached, str):
+            return SD_LATENT_SCALE
+        config = Path(cached)
+    try:
+        levels = len(json.loads(config.read_text())["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return SD_LATENT_SCALE
+    return 2 ** (levels - 1)
 
 
 def _model_unavailable(pretrained: str) -> str | None:
@@ -344,7 +368,8 @@ def quiet_loading() -> Iterator[None]:
     # diffusers' and transformers' per-component progress bars: one pair per LoRA switch would
     # bury the job's own progress lines. So would diffusers' note, twice per load, that a
     # UNet-only LoRA (kohya's --network_train_unet_only, common for SDXL) has no text-encoder
-    # keys. Other warnings and errors still surface.
+    # keys, and transformers' two notes that image processors no SDXL pipeline uses for text to
+    # image fall back to PIL without torchvision. Other warnings and errors still surface.
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -352,21 +377,26 @@ def quiet_loading() -> Iterator[None]:
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     loaders = [logging.getLogger(f"diffusers.loaders.{name}") for name in ("lora_base", "peft")]
+    loaders.append(logging.getLogger("transformers.utils.import_utils"))
     for logger in loaders:
-        logger.addFilter(_no_text_encoder_keys_note)
+        logger.addFilter(_no_unactionable_note)
     try:
         yield
     finally:
         for logger in loaders:
-            logger.removeFilter(_no_text_encoder_keys_note)
+            logger.removeFilter(_no_unactionable_note)
         if shown[0]:
             diffusers_logging.enable_progress_bar()
         if shown[1]:
             transformers_logging.enable_progress_bar()
 
 
-def _no_text_encoder_keys_note(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith("No LoRA keys associated to CLIPTextModel")
+_UNACTIONABLE = ("No LoRA keys associated to CLIPTextModel", "requires torchvision (not installed)")
+
+
+def _no_unactionable_note(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(note in message for note in _UNACTIONABLE)
 
 
 def _batches(

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bespoke_exp import tracking
 from bespoke_exp.analysis.load import SETTINGS_FILE
-from bespoke_exp.config import ConfigError, register_resolvers
+from bespoke_exp.config import ConfigError, literal_text, register_resolvers, search_path_overrides
 from bespoke_exp.interrupts import interrupts_deferred
 from bespoke_exp.sweep.context import (
     SweepContext,
@@ -50,22 +50,31 @@ class SweepCallback(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            self._start(config)
+        except SystemExit:
+            raise
+        except Exception as error:  # Hydra would only warn, and run every job without a parent
+            close_open_sweeps(error)
+            expected = isinstance(error, (ConfigError, tracking.TrackingError))
+            reason = error if expected else f"{type(error).__name__}: {error}"
+            print(f"[bespoke_exp] sweep not started: {reason}", file=sys.stderr)
+            raise SystemExit(2 if expected else 1) from None
+
+    def _start(self, config: DictConfig) -> None:
         overrides = list(config.hydra.overrides.task)
         jobs = expand_jobs(overrides, dict(config.hydra.sweeper.get("params") or {}))
+        search_path = user_search_path(config)
+        raise_problems(launcher_problems(config) + sweep_problems(config, jobs, search_path))
+        tracker = _connect(config)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            raise_problems(launcher_problems(config) + sweep_problems(config, jobs))
-            tracker = _connect(config)
-            sweep_dir = Path(str(config.hydra.sweep.dir))
-            try:
-                sweep_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise ConfigError(
-                    f"cannot create the sweep folder hydra.sweep.dir={sweep_dir}: {error}"
-                ) from None
-        except (ConfigError, tracking.TrackingError) as error:
-            print(f"[bespoke_exp] sweep not started: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        orphans = tracking.close_orphans(tracker)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot create the sweep folder hydra.sweep.dir={sweep_dir}: {error}"
+            ) from None
+        orphans = tracking.close_orphans(tracker.uri, tracker.client)
         if orphans:
             print(
                 f"[bespoke_exp] marked KILLED {len(orphans)} runs whose process is gone: {', '.join(orphans)}"
@@ -84,16 +93,13 @@ class SweepCallback(Callback):
                     tracking.TAG_ROLE: "sweep",
                     "sweep_dir": str(sweep_dir),
                 },
+                search_path=search_path,
             )
             state = SweepContext(
                 sweep_id=sweep_id, parent_run_id=parent, total_jobs=total, launched_by=this_process()
             )
             _OPEN_PARENTS[parent] = (tracker, state)
-        try:
-            write_state(sweep_dir, state)
-        except (OSError, RuntimeError) as error:
-            close_open_sweeps(error)
-            raise SystemExit(2) from None
+        write_state(sweep_dir, state)
         print(f"[bespoke_exp] sweep {sweep_id}: {total} jobs, parent run {parent}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -114,15 +120,18 @@ def start_parent(
     overrides: list[str],
     total: int | None,
     tags: dict[str, str],
+    search_path: list[str],
 ) -> str:
     """A sweep's parent run: its command line as params, and as `sweep/settings.json` what
     `rank` and `rescore` need to redo its analysis as it was run (kept out of the params, which
-    the UI's image cards list above every picture)."""
+    the UI's image cards list above every picture): its overrides, the config folders it was
+    composed from beside conf/ (`--config-dir`, `hydra.searchpath`), analysis and store."""
     parent = tracking.start_run(
         tracker, name, params={"sweep.overrides": " ".join(overrides), "sweep.jobs": str(total)}, tags=tags
     )
     settings = {
         "overrides": list(overrides),  # exact: the params' joined string can't be split back safely
+        "search_path": list(search_path),
         "analysis": OmegaConf.to_container(config.analysis, resolve=True),
         "tracking": {"uri": str(config.tracking.uri), "experiment": str(config.tracking.experiment)},
         "prompts": str(config.prompts.name),
@@ -151,24 +160,41 @@ def sqlite_parallel_problem(launcher: str, uri: str) -> str | None:
     )
 
 
-def sweep_problems(config: DictConfig, jobs: list[list[str]] | None) -> list[str]:
+def user_search_path(config: DictConfig) -> list[str]:
+    """The config folders a sweep was composed from beside conf/ and Hydra's own, in order:
+    `--config-dir` and `hydra.searchpath` entries, as URIs (file://..., pkg://...)."""
+    builtin = ("hydra", "main", "schema")
+    return [
+        f"{source.schema}://{source.path}"
+        for source in config.hydra.runtime.get("config_sources") or []
+        if source.provider not in builtin
+    ]
+
+
+def sweep_problems(
+    config: DictConfig, jobs: list[list[str]] | None, search_path: list[str] = ()
+) -> list[str]:
     """Every problem of every job's composed config (swept values included), one line each.
 
     Only the basic sweeper's grid can be enumerated here; with another sweeper the shared
-    settings are checked now and each job checks its own values when it starts.
+    settings are checked now and each job checks its own values when it starts. Jobs are
+    composed with the sweep's own config folders (`search_path`).
     """
     if jobs is None or config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
-        return config_problems(config)
+        return config_problems(literal_text(config.copy()))
     from hydra import compose
 
     problems: dict[str, None] = {}
     for job in jobs:
         try:
-            composed = compose(config_name=str(config.hydra.job.config_name), overrides=job)
+            composed = compose(
+                config_name=str(config.hydra.job.config_name),
+                overrides=[*search_path_overrides(search_path), *job],
+            )
         except Exception as error:
             problems[f"{' '.join(job)}: {str(error).splitlines()[0]}"] = None
             continue
-        problems.update(dict.fromkeys(config_problems(composed)))
+        problems.update(dict.fromkeys(config_problems(literal_text(composed))))
     return list(problems)
 
 
@@ -235,11 +261,14 @@ def _analyse(config: DictConfig, context: SweepContext, register: bool) -> bool:
 def close_open_sweeps(error: BaseException) -> None:
     """Close this process's open parent runs: KILLED after Ctrl-C or a kill, FAILED after any
     other error, with the reason as a tag (Hydra never calls on_multirun_end then). Re-running
-    the same command redoes only the unfinished jobs."""
+    the same command redoes only the unfinished jobs. What it prints is what the store holds:
+    a parent it could not close (a full disk) is reported as still RUNNING."""
     interrupted = isinstance(error, KeyboardInterrupt)
     reason = f"{type(error).__name__}: {error}"
+    state = tracking.failure_status(error)
     while _OPEN_PARENTS:
         parent_run_id, (tracker, context) = _OPEN_PARENTS.popitem()
+        what = "interrupted" if interrupted else f"stopped: {reason}"
         try:
             # The launcher has returned or is being torn down: a job run still RUNNING belongs to a
             # worker that died without closing it (SIGKILL, OOM, a lost node).
@@ -250,12 +279,16 @@ def close_open_sweeps(error: BaseException) -> None:
                 print(f"[bespoke_exp] marked KILLED {len(killed)} job runs left RUNNING by dead workers")
             tracking.fail_run(tracker, parent_run_id, error)
         except Exception as close_error:  # the store itself may be what failed
-            print(f"[bespoke_exp] could not close parent run {parent_run_id}: {close_error}", file=sys.stderr)
-        what = "interrupted" if interrupted else f"stopped: {reason}"
+            print(
+                f"[bespoke_exp] sweep {context.sweep_id} {what}; parent run {parent_run_id} could not be "
+                f"marked {state} ({tracking.first_line(close_error)}): it stays RUNNING until the "
+                "next sweep or rank on this machine marks it KILLED",
+                file=sys.stderr,
+            )
+            continue
         print(
-            f"[bespoke_exp] sweep {context.sweep_id} {what}; parent run {parent_run_id} marked "
-            f"{'KILLED' if interrupted else 'FAILED'}. Run the same command again to resume: finished "
-            "jobs are skipped.",
+            f"[bespoke_exp] sweep {context.sweep_id} {what}; parent run {parent_run_id} marked {state}. "
+            "Run the same command again to resume: finished jobs are skipped.",
             file=sys.stderr,
         )
 

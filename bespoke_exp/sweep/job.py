@@ -120,8 +120,7 @@ def run_job(cfg: DictConfig, *, output_dir: Path, sweep: SweepContext | None = N
     except BaseException as error:
         if run_id is None:  # the store could not create the run: there is none to close
             raise
-        tracking.fail_run(tracker, run_id, error)
-        print(f"{prefix} FAILED: {type(error).__name__}: {error}", flush=True)
+        close_failed_run(tracker, run_id, error, prefix)
         raise
     return JobResult(run_id=run_id, status="FINISHED", images=count, output_dir=output_dir)
 
@@ -164,10 +163,26 @@ def _usable_checkpoint(
     except checkpoints.CheckpointError as error:
         with interrupts_deferred():  # a kill in between must not leave the run RUNNING
             run_id = start(checkpoint_tags(info), train_params(info)) if info else start({})
-            tracking.fail_run(tracker, run_id, error)
-        print(f"{prefix} FAILED: {error}", flush=True)
+            close_failed_run(tracker, run_id, error, prefix)
         raise
     return info
+
+
+def close_failed_run(tracker: tracking.Tracker, run_id: str, error: BaseException, prefix: str) -> None:
+    """Mark the run FAILED (KILLED after Ctrl-C or a kill) and say so; when the store can't take
+    even that (a full disk), say the run stays RUNNING, as it does, instead."""
+    state = tracking.failure_status(error)
+    try:
+        tracking.fail_run(tracker, run_id, error)
+    except Exception as close_error:
+        print(
+            f"{prefix} stopped by {type(error).__name__}: {error}; its run {run_id} could not be marked "
+            f"{state} ({tracking.first_line(close_error)}) and stays RUNNING until the next sweep or "
+            "rank on this machine marks it KILLED",
+            flush=True,
+        )
+        return
+    print(f"{prefix} {state}: {type(error).__name__}: {error}", flush=True)
 
 
 def checkpoint_tags(info: checkpoints.CheckpointInfo) -> dict[str, str]:

@@ -3,7 +3,9 @@ any metric settings changed on the command line: no pipeline, no generation.
 
 The new scores go to a new parent run with new child runs (one per job, tagged
 `images_from` the run whose images they score), so the MLflow UI never shows old and new
-scores as one series; then the new sweep is ranked and reported like any other.
+scores as one series; then the new sweep is ranked and reported like any other. The config is
+composed as the sweep's was (its overrides and its config folders beside conf/), and a champion
+is registered only from a sweep whose every job finished, as the sweep itself would.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from bespoke_exp import analysis, tracking
 from bespoke_exp.analysis.load import SETTINGS_FILE
-from bespoke_exp.config import SWEEP_AXES, compose_config, flatten
+from bespoke_exp.config import SWEEP_AXES, ConfigError, compose_config, flatten
 from bespoke_exp.generate.image_store import image_file_name
 from bespoke_exp.overrides import single_value_overrides
 from bespoke_exp.sweep.callback import start_parent
@@ -44,8 +47,17 @@ def rescore(
         recorded = (
             tracking.get_run(old.tracker, old.parent_run_id).data.params.get("sweep.overrides", "").split()
         )
-    cfg = compose_config([*single_value_overrides(recorded), *overrides])
+    search_path = settings.get("search_path", [])
+    try:
+        cfg = compose_config([*single_value_overrides(recorded), *overrides], search_path)
+    except HydraException as error:
+        where = f" (config folders beside conf/: {', '.join(search_path)})" if search_path else ""
+        raise ConfigError(f"{str(error).splitlines()[0]}{where}") from None
     raise_problems(config_problems(cfg, SCORING_CHECKS))
+    _check_images_stored(old)
+    incomplete = old.incomplete()
+    if register and incomplete:
+        print(f"[bespoke_exp] not registering a champion: sweep {old.sweep_id} is incomplete ({incomplete})")
     scorer = make_scorer(cfg)
     sweep_id = new_sweep_id()
     new_parent = start_parent(
@@ -53,8 +65,9 @@ def rescore(
         cfg,
         f"rescore {sweep_id} of sweep {old.sweep_id}",
         [*recorded, *overrides],
-        len(old.runs),
+        max(old.jobs_expected or 0, len(old.runs)),  # an incomplete sweep's rescore is incomplete too
         tags={tracking.TAG_SWEEP_ID: sweep_id, tracking.TAG_ROLE: "sweep", "rescored_from": old.sweep_id},
+        search_path=search_path,
     )
     try:
         for run_id in old.runs["run_id"]:
@@ -64,7 +77,7 @@ def rescore(
         new = analysis.load_sweep(
             new_parent, tracking_uri=old.tracker.uri, experiment=old.tracker.experiment_name
         )
-        model = cfg.tracking.get("registered_model") if register else None
+        model = cfg.tracking.get("registered_model") if register and not incomplete else None
         rec = analysis.report_sweep(
             new, registered_model=model, out_dir=out_dir, **analysis.options_from(cfg.analysis)
         )
@@ -73,6 +86,23 @@ def rescore(
         raise
     tracking.finish_run(old.tracker, new_parent)
     return new, rec
+
+
+def _check_images_stored(old: analysis.Sweep) -> None:
+    """Every image the sweep scored is still in the store, checked before anything is written."""
+    for row in old.runs.itertuples():
+        scored = old.images.loc[old.images["run_id"] == row.run_id]
+        wanted = {
+            f"images/{image_file_name(str(p), int(s))}" for p, s in zip(scored["prompt_id"], scored["seed"])
+        }
+        missing = sorted(wanted - set(tracking.list_artifacts(old.tracker, row.run_id, "images")))
+        if missing:
+            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            raise analysis.AnalysisError(
+                f"run {row.run_id} ({row.run_name}) of sweep {old.sweep_id} no longer has {len(missing)} "
+                f"of its images in the store ({shown}); nothing was rescored: run the sweep again with "
+                "force=true to regenerate them"
+            )
 
 
 def _rescore_job(

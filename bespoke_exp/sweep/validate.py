@@ -9,6 +9,7 @@ composed config (swept values included) before the sweep's parent run exists.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,11 @@ from bespoke_exp.scoring.regions import parse_regions
 from bespoke_exp.scoring.registry import metric_spec
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+# A prompt id names image files, artifact folders and MLflow metrics (by_prompt/<id>/...): it must be
+# safe in all three on every filesystem.
+PROMPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+PROMPT_ID_FORM = "1-64 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit"
+SPLITS = ("train", "heldout")
 _MISSING = object()
 
 
@@ -120,10 +126,7 @@ def _sampler(cfg: DictConfig) -> list[str]:
             if _is_int(steps)
             else f"sampler.steps={steps!r} must be an integer > 0"
         )
-    for key in ("width", "height"):
-        size = _value(cfg, f"sampler.{key}")
-        if not _is_int(size) or size <= 0 or size % 8:
-            problems.append(f"sampler.{key}={size!r} must be a positive multiple of 8")
+    problems += _image_size(cfg)
     seeds = _value(cfg, "sampler.seeds")
     if not OmegaConf.is_list(seeds) and not isinstance(seeds, list):
         problems.append(f"sampler.seeds={seeds!r} must be a list of integers, e.g. [0, 1]")
@@ -137,6 +140,28 @@ def _sampler(cfg: DictConfig) -> list[str]:
     scheduler = scheduler_problem(_value(cfg, "sampler.scheduler"))  # unknown, or needs a missing package
     if scheduler:
         problems.append(scheduler)
+    return problems
+
+
+def _image_size(cfg: DictConfig) -> list[str]:
+    """Width and height: multiples of the model's latent size, with room for one latent per cell
+    at least. A smaller image can't draw `prompts.cells` cells: its few pixels score as if flat
+    art, above real images."""
+    from bespoke_exp.generate.pipeline import SD_LATENT_SCALE, latent_scale
+
+    problems: list[str] = []
+    cells = _value(cfg, "prompts.cells")
+    pretrained = OmegaConf.select(cfg, "model.pretrained", throw_on_missing=False)  # ???: _model says so
+    scale = latent_scale(pretrained) if isinstance(pretrained, str) else SD_LATENT_SCALE
+    for key in ("width", "height"):
+        size = _value(cfg, f"sampler.{key}")
+        if not _is_int(size) or size <= 0 or size % scale:
+            problems.append(f"sampler.{key}={size!r} must be a positive multiple of {scale}")
+        elif _is_int(cells) and cells > 0 and size < cells * scale:
+            problems.append(
+                f"sampler.{key}={size} is too small for {cells} cells: the model draws one latent per "
+                f"{scale} px, so {cells} cells need at least {cells * scale} px (prompts.cells={cells})"
+            )
     return problems
 
 
@@ -256,13 +281,24 @@ def _training_images(cfg: DictConfig) -> list[str]:
 def _metrics(cfg: DictConfig) -> list[str]:
     problems: list[str] = []
     weights = _value(cfg, "metrics.weights")
-    for key, weight in (OmegaConf.to_container(weights) if OmegaConf.is_dict(weights) else {}).items():
+    weights = OmegaConf.to_container(weights) if OmegaConf.is_dict(weights) else {}
+    for key, weight in weights.items():
         try:
             metric_spec(key)
         except KeyError:
             problems.append(f"metrics.weights.{key}: no such metric (see bespoke_exp/scoring/registry.py)")
         if not _is_number(weight) or not math.isfinite(weight) or weight < 0:
             problems.append(f"metrics.weights.{key}={weight!r} must be a finite number >= 0")
+    if not any(_is_number(w) and math.isfinite(w) and w > 0 for w in weights.values()):
+        problems.append(
+            "metrics.weights: no metric has a weight > 0, so every image's score would be 0 and the "
+            "ranking arbitrary; give at least one metric a positive weight"
+        )
+    _fraction(problems, "metrics.pass_share", _value(cfg, "metrics.pass_share"), "of a box that must match")
+    _fraction(problems, "metrics.near_copy", _value(cfg, "metrics.near_copy"), "of cells a near-copy shares")
+    tolerance = _value(cfg, "metrics.tolerance")
+    if not _is_int(tolerance) or tolerance < 0:
+        problems.append(f"metrics.tolerance={tolerance!r} must be an integer >= 0 (cells of slack)")
     problems += _palette_problems(cfg)
     try:
         parse_regions(OmegaConf.to_container(_value(cfg, "metrics.regions")))
@@ -287,23 +323,84 @@ def _palette_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _fraction(problems: list[str], name: str, value: object, what: str) -> None:
+    """A share: finite, above 0, at most 1."""
+    if not _is_number(value) or not math.isfinite(value) or not 0 < value <= 1:
+        problems.append(f"{name}={value!r} must be a number in (0, 1] (the share {what})")
+
+
 def _prompts(cfg: DictConfig) -> list[str]:
     problems: list[str] = []
+    cells = _value(cfg, "prompts.cells")
+    if not _is_int(cells) or cells < 2:
+        problems.append(f"prompts.cells={cells!r} must be an integer >= 2 (cells per side of the art: 24)")
     items = _value(cfg, "prompts.items") or []
     if len(items) == 0:
         problems.append(f"prompts={_value(cfg, 'prompts.name')!r} has no items")
     ids = [item.get("id") for item in items]
-    if len(set(ids)) != len(ids) or any(not i for i in ids):
-        problems.append(f"prompts.items ids must be unique and non-empty, got {ids}")
+    if len(set(map(str, ids))) != len(ids):
+        problems.append(f"prompts.items ids must be unique, got {ids}")
     for item in items:
-        text = item.get("text")
-        if not isinstance(text, str) or not text.strip():
-            problems.append(f"prompts item {item.get('id')!r}: text is empty; write the prompt to generate")
-            continue
+        problems += _prompt_item(item, cells)
+    return problems
+
+
+def _prompt_item(item: DictConfig, cells: object) -> list[str]:
+    """One prompt: a safe id, a split the analysis knows, a text whose coordinates are on the grid."""
+    prompt_id = item.get("id")
+    prompt_id = str(prompt_id) if _is_int(prompt_id) else prompt_id  # YAML reads `id: 7` as a number
+    if not isinstance(prompt_id, str) or not PROMPT_ID.fullmatch(prompt_id):
+        long = isinstance(prompt_id, str) and len(prompt_id) > 80
+        shown = f"{prompt_id[:80]}..." if long else prompt_id
+        return [f"prompts item id {shown!r} must be {PROMPT_ID_FORM} (it names files and MLflow metrics)"]
+    problems = []
+    split = item.get("split")
+    if split not in (None, "", *SPLITS):
+        problems.append(
+            f"prompts item {prompt_id!r}: split={split!r} must be train (the captions' own wording) or "
+            "heldout (wording or combinations the training captions lack)"
+        )
+    text = item.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return [*problems, f"prompts item {prompt_id!r}: text is empty; write the prompt to generate"]
+    if _is_int(cells) and cells >= 2:
         try:
-            validate_prompt(text, int(_value(cfg, "prompts.cells")))
+            validate_prompt(text, cells)
         except ValueError as error:
-            problems.append(f"prompts item {item.get('id')!r}: {error}")
+            problems.append(f"prompts item {prompt_id!r}: {error}")
+    return problems
+
+
+def _analysis(cfg: DictConfig) -> list[str]:
+    """The end-of-sweep analysis settings: checked now, not after every job has run."""
+    from bespoke_exp.analysis.diagnosis import Thresholds
+
+    problems: list[str] = []
+    metric = _value(cfg, "analysis.metric")
+    try:
+        metric_spec(str(metric))
+    except KeyError:
+        problems.append(
+            f"analysis.metric={metric!r} is not a metric (score, or a key in bespoke_exp/scoring/registry.py)"
+        )
+    n_boot = _value(cfg, "analysis.n_boot")
+    if not _is_int(n_boot) or n_boot < 100:
+        problems.append(f"analysis.n_boot={n_boot!r} must be an integer >= 100 (bootstrap resamples)")
+    confidence = _value(cfg, "analysis.confidence")
+    if not _is_number(confidence) or not math.isfinite(confidence) or not 0.5 <= confidence < 1:
+        problems.append(f"analysis.confidence={confidence!r} must be a number in [0.5, 1), e.g. 0.95")
+    min_prompts = _value(cfg, "analysis.min_prompts")
+    if not _is_int(min_prompts) or min_prompts < 2:
+        problems.append(f"analysis.min_prompts={min_prompts!r} must be an integer >= 2")
+    thresholds = _value(cfg, "analysis.thresholds")
+    known = Thresholds.__dataclass_fields__
+    for key, value in (OmegaConf.to_container(thresholds) if OmegaConf.is_dict(thresholds) else {}).items():
+        if key not in known:
+            problems.append(f"analysis.thresholds.{key}: no such threshold (known: {', '.join(known)})")
+        elif key == "lookback" and (not _is_int(value) or value < 1):
+            problems.append(f"analysis.thresholds.lookback={value!r} must be an integer >= 1 (epochs)")
+        elif not _is_number(value) or not math.isfinite(value) or value < 0:
+            problems.append(f"analysis.thresholds.{key}={value!r} must be a finite number >= 0")
     return problems
 
 
@@ -316,6 +413,12 @@ _CHECKS: tuple[Callable[[DictConfig], list[str]], ...] = (
     _training_images,
     _metrics,
     _prompts,
+    _analysis,
 )
 # What scoring stored images needs: no model, checkpoint or sampler.
-SCORING_CHECKS: tuple[Callable[[DictConfig], list[str]], ...] = (_training_images, _metrics, _prompts)
+SCORING_CHECKS: tuple[Callable[[DictConfig], list[str]], ...] = (
+    _training_images,
+    _metrics,
+    _prompts,
+    _analysis,
+)

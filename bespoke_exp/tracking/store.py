@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import tempfile
@@ -49,6 +50,12 @@ class TrackingError(RuntimeError):
     """The tracking store can't be used; the message names the URI."""
 
 
+def first_line(error: BaseException) -> str:
+    """An error in one line: a store's errors carry the SQL statement and its parameters below."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 @dataclass(frozen=True)
 class Tracker:
     client: MlflowClient  # a ShieldedClient: a Ctrl-C never lands inside a store call
@@ -88,23 +95,54 @@ def probe_server(uri: str, timeout_s: float = 5.0) -> None:
         ) from error
 
 
-def check_sqlite_writable(uri: str, timeout_s: float = 30.0) -> None:
+def check_sqlite_writable(uri: str, timeout_s: float = 5.0) -> None:
     """A SQLite store that can't be written fails now, in one line: without this MLflow
-    retries for minutes (a new file in a read-only folder) or prints pages of SQL errors
-    (an existing read-only database) before it gives up."""
+    retries for minutes (a new file in a read-only folder), prints pages of SQL errors (an
+    existing read-only database) or waits out its busy timeouts (a database another program
+    holds an exclusive lock on) before it gives up. A sweep's own writes hold the lock for
+    milliseconds, so `timeout_s` only runs out on a lock that is not let go."""
     database = _sqlite_path(uri)
     try:
-        database.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(database, timeout=timeout_s, isolation_level=None)) as connection:
             # A write inside a transaction that is rolled back: the database is left as it was.
             connection.execute("BEGIN IMMEDIATE")
             connection.execute("CREATE TABLE bespoke_write_probe (x INTEGER)")
             connection.execute("ROLLBACK")
     except (OSError, sqlite3.Error) as error:
+        if "locked" in str(error):
+            raise TrackingError(
+                f"cannot use MLflow tracking store tracking.uri={uri!r}: the database is locked by another "
+                f"program (no write for {timeout_s:g} s); close it, or point tracking.uri elsewhere"
+            ) from None
         raise TrackingError(
             f"cannot use MLflow tracking store tracking.uri={uri!r}: it can't be written ({error}); "
             "point tracking.uri (or MLFLOW_TRACKING_URI) at a writable sqlite:///path/mlflow.db or a server"
         ) from None
+
+
+def check_sqlite_store(uri: str) -> None:
+    """An existing MLflow database, read without writing anything (not even a lock file): a
+    reading command must not create a store where a path was mistyped, nor touch a colleague's."""
+    database = _sqlite_path(uri)
+    if not database.is_file():
+        raise TrackingError(
+            f"no MLflow tracking store at tracking.uri={uri!r}: {database} does not exist "
+            "(check the path; a sweep creates it)"
+        )
+    try:
+        with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            rows = connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            tables = {row[0] for row in rows}
+    except sqlite3.Error as error:
+        raise TrackingError(
+            f"cannot read MLflow tracking store tracking.uri={uri!r}: {database} is not a SQLite database "
+            f"({error})"
+        ) from None
+    if not {"experiments", "runs", "alembic_version"} <= tables:
+        raise TrackingError(
+            f"cannot read MLflow tracking store tracking.uri={uri!r}: {database} is a SQLite database but "
+            "not an MLflow store (no experiments or runs tables)"
+        )
 
 
 def _sqlite_path(uri: str) -> Path:
@@ -119,7 +157,16 @@ def _store_setup_lock(uri: str) -> Iterator[None]:
     if urlparse(uri).scheme != "sqlite" or fcntl is None:
         yield
         return
-    with open(f"{_sqlite_path(uri)}.lock", "a") as handle:
+    lock = Path(f"{_sqlite_path(uri)}.lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")  # held across the yield
+    except OSError as error:
+        raise TrackingError(
+            f"cannot use MLflow tracking store tracking.uri={uri!r}: it can't be written ({error}); "
+            "point tracking.uri (or MLFLOW_TRACKING_URI) at a writable sqlite:///path/mlflow.db or a server"
+        ) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -128,29 +175,63 @@ def _store_setup_lock(uri: str) -> Iterator[None]:
 
 
 def connect(uri: str, experiment: str, artifact_location: str | None = None) -> Tracker:
-    """Open the store and get (or create) the experiment; fails fast naming the URI."""
+    """Open the store for writing and get (or create) the experiment; fails fast naming the URI."""
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):
         probe_server(uri)
-    if scheme == "sqlite":
-        check_sqlite_writable(uri)
-    try:
-        with _store_setup_lock(uri):
+    with _store_setup_lock(uri):
+        if scheme == "sqlite":
+            check_sqlite_writable(uri)
+        try:
             client = ShieldedClient(MlflowClient(tracking_uri=uri))
             experiment_id = _experiment_id(
                 client, experiment, artifact_location or default_artifact_location(uri)
             )
-    except Exception as error:
-        raise TrackingError(
-            f"cannot use MLflow tracking store tracking.uri={uri!r} (experiment {experiment!r}): {error}"
-        ) from error
+        except TrackingError:
+            raise
+        except Exception as error:
+            raise TrackingError(
+                f"cannot use MLflow tracking store tracking.uri={uri!r} (experiment {experiment!r}): {error}"
+            ) from error
     return Tracker(client=client, uri=uri, experiment_id=experiment_id, experiment_name=experiment)
+
+
+def read_client(uri: str) -> MlflowClient:
+    """A client for reading an existing store: nothing is created, locked or written."""
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        probe_server(uri)
+    elif scheme == "sqlite":
+        check_sqlite_store(uri)
+    try:
+        return ShieldedClient(MlflowClient(tracking_uri=uri))
+    except Exception as error:
+        raise TrackingError(f"cannot read MLflow tracking store tracking.uri={uri!r}: {error}") from error
+
+
+def open_store(uri: str, experiment: str) -> Tracker:
+    """The existing `experiment` of an existing store, for reading (see `read_client`)."""
+    client = read_client(uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except Exception as error:
+        raise TrackingError(f"cannot read MLflow tracking store tracking.uri={uri!r}: {error}") from error
+    if found is None or found.lifecycle_stage != "active":
+        state = "is deleted" if found is not None else "does not exist"
+        raise SweepNotFound(f"experiment {experiment!r} {state} in the tracking store {uri}")
+    return Tracker(client=client, uri=uri, experiment_id=found.experiment_id, experiment_name=experiment)
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     """The experiment's id, creating it if needed; a sweep that started at the same moment
     may create it first, which is fine."""
     found = client.get_experiment_by_name(name)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"experiment {name!r} was deleted (it is in the store's trash, id {found.experiment_id}): "
+            f"restore it (`mlflow experiments restore --experiment-id {found.experiment_id}`), remove it "
+            "for good (`mlflow gc`), or use another name (tracking.experiment=...)"
+        )
     if found is not None:
         return found.experiment_id
     try:
@@ -248,6 +329,11 @@ def finish_run(tracker: Tracker, run_id: str, status: str = "FINISHED") -> None:
     _retry_while_locked(tracker.client.set_terminated, run_id, status=status)
 
 
+def failure_status(error: BaseException) -> str:
+    """The state a run stopped by `error` ends in: KILLED for Ctrl-C or a kill, else FAILED."""
+    return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+
+
 def fail_run(tracker: Tracker, run_id: str, error: BaseException) -> None:
     """FAILED (KILLED for Ctrl-C), with the message as a tag and the traceback as an artifact."""
     message = f"{type(error).__name__}: {error}"
@@ -255,20 +341,18 @@ def fail_run(tracker: Tracker, run_id: str, error: BaseException) -> None:
         _retry_while_locked(set_tags, tracker, run_id, {"error": message[:5000]})
         log_text(tracker, run_id, "".join(traceback.format_exception(error)), "error/traceback.txt")
     finally:
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        finish_run(tracker, run_id, status)
+        finish_run(tracker, run_id, failure_status(error))
 
 
 def child_runs(tracker: Tracker, parent_run_id: str) -> list:
     """Every run nested under the parent, all pages."""
+    return _all_pages(tracker.client, [tracker.experiment_id], f"tags.`{TAG_PARENT}` = '{parent_run_id}'")
+
+
+def _all_pages(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list:
     runs, token = [], None
     while True:
-        page = tracker.client.search_runs(
-            [tracker.experiment_id],
-            filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}'",
-            max_results=1000,
-            page_token=token,
-        )
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
@@ -299,25 +383,47 @@ def sweep_runs(tracker: Tracker, parent_run_id: str) -> tuple[list, list]:
     return child_runs(tracker, parent_run_id), [tracker.client.get_run(i) for i in dict.fromkeys(reused_ids)]
 
 
-def close_orphans(tracker: Tracker) -> list[str]:
-    """Mark KILLED the runs this machine started whose process is gone (SIGKILL, a crash the
-    process could not survive): without this they would stay RUNNING for good. Runs of other
-    machines are left alone. Returns the ids closed."""
+def close_orphans(uri: str, client: MlflowClient | None = None) -> list[str]:
+    """Mark KILLED the runs this machine started, in any experiment of the store, whose process
+    is gone (SIGKILL, a crash or a full disk the process could not survive): without this they
+    would stay RUNNING for good. Runs of other machines are left alone, and so is a store this
+    process can't write. Returns the ids closed."""
+    if not store_writable(uri):
+        return []
+    client = client or read_client(uri)
     host = socket.gethostname()
-    running = tracker.client.search_runs(
-        [tracker.experiment_id],
-        f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = '{host}'",
-        max_results=1000,
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    running = _all_pages(
+        client, experiments, f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = '{host}'"
     )
     closed = []
-    for run in running:
-        pid = run.data.tags.get(TAG_PID, "")
-        if pid.isdigit() and not _process_alive(int(pid)):
-            reason = f"orphaned: process {pid} on {host} ended without closing this run"
-            set_tags(tracker, run.info.run_id, {"error": reason})
-            finish_run(tracker, run.info.run_id, "KILLED")
-            closed.append(run.info.run_id)
+    for run in filter(orphaned, running):
+        reason = f"orphaned: process {run.data.tags[TAG_PID]} on {host} ended without closing this run"
+        client.set_tag(run.info.run_id, "error", reason)
+        _retry_while_locked(client.set_terminated, run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
     return closed
+
+
+def orphaned(run) -> bool:
+    """A RUNNING run started on this machine by a process that is gone."""
+    pid = run.data.tags.get(TAG_PID, "")
+    return (
+        run.info.status == "RUNNING"
+        and run.data.tags.get(TAG_HOST) == socket.gethostname()
+        and pid.isdigit()
+        and not _process_alive(int(pid))
+    )
+
+
+def store_writable(uri: str) -> bool:
+    """Whether this process may write the store (a reading command closes orphans only then):
+    a SQLite file and its folder writable by us; a server is assumed writable."""
+    scheme = urlparse(uri).scheme
+    if scheme != "sqlite":
+        return scheme in ("http", "https")
+    database = _sqlite_path(uri)  # access() also says no on a read-only filesystem, even to root
+    return os.access(database, os.W_OK) and os.access(database.parent, os.W_OK)
 
 
 def close_running_children(tracker: Tracker, parent_run_id: str, reason: str) -> list[str]:
@@ -347,12 +453,27 @@ class SweepNotFound(LookupError):
     """No sweep (or no such sweep) in the experiment; the message says what was searched."""
 
 
+# Sweep ids (20261203-130101-ab12) and run ids (32 hex digits): anything else is refused before
+# it reaches a search filter, where a quote would break the query.
+_SWEEP_REF = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_sweep_ref(sweep: str) -> None:
+    """SweepNotFound, with the expected forms, for a `--sweep` value no sweep can have."""
+    if not _SWEEP_REF.fullmatch(sweep):
+        raise SweepNotFound(
+            f"--sweep {sweep!r} is neither a sweep id (like 20261203-130101-ab12) nor a parent run id "
+            "(32 hex digits)"
+        )
+
+
 def find_sweep_experiment(uri: str, sweep: str | None = None) -> str | None:
     """The name of the experiment holding the sweep (the newest sweep when None), searching
-    every experiment in the store; None when there is no such sweep."""
-    client = ShieldedClient(MlflowClient(tracking_uri=uri))
-    with _store_setup_lock(uri):
-        experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    every active experiment in the store, which is only read; None when there is no such sweep."""
+    if sweep:
+        check_sweep_ref(sweep)
+    client = read_client(uri)
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     if not experiments:
         return None
     clauses = f"tags.`{TAG_ROLE}` = 'sweep'" + (f" and tags.`{TAG_SWEEP_ID}` = '{sweep}'" if sweep else "")
@@ -369,6 +490,8 @@ def find_sweep_experiment(uri: str, sweep: str | None = None) -> str | None:
 
 def find_sweep(tracker: Tracker, sweep: str | None = None):
     """The parent run of a sweep: the latest by default, else by sweep id or parent run id."""
+    if sweep:
+        check_sweep_ref(sweep)
     found = _newest_with_tags(
         tracker, {TAG_ROLE: "sweep", **({TAG_SWEEP_ID: sweep} if sweep else {})}, max_results=1
     )
