@@ -20,12 +20,11 @@ from omegaconf import DictConfig
 from bespoke_exp.config import CONF_DIR, ConfigError, literal_text, register_resolvers
 from bespoke_exp.generate.checkpoints import CheckpointError
 from bespoke_exp.generate.pipeline import LoraLoadError, ModelLoadError, pin_worker_device
-from bespoke_exp.overrides import expand_arguments
-from bespoke_exp.sweep.all_epochs import expand_all_epochs
+from bespoke_exp.job.images import GenerationError
+from bespoke_exp.job.run import run_job
 from bespoke_exp.sweep.callback import close_open_sweeps
+from bespoke_exp.sweep.command_line import prepare_command_line
 from bespoke_exp.sweep.context import current_context
-from bespoke_exp.sweep.job import run_job
-from bespoke_exp.sweep.job_images import GenerationError
 from bespoke_exp.tracking import TrackingError
 
 log = logging.getLogger("bespoke_exp")
@@ -151,8 +150,8 @@ def cli() -> None:
     _catch_stop_signals(_interrupt)
     register_resolvers()
     try:
-        sys.argv = [sys.argv[0], *expand_all_epochs(expand_arguments(sys.argv[1:]))]
-    except (ConfigError, ValueError) as error:  # a bad `1,2,...` or an `epoch=all` with no files
+        sys.argv = [sys.argv[0], *prepare_command_line(sys.argv[1:])]
+    except (ConfigError, ValueError) as error:  # a wrong-typed value, a bad 1,2,..., epoch=all with no files
         print(f"[bespoke_exp] {type(error).__name__}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     try:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from bespoke_exp import analysis, tracking
+from bespoke_exp.config.schema import MIN_N_BOOT
 from bespoke_exp.scoring.registry import metric_spec
-
-MIN_BOOT = 100  # fewer resamples make a 95% interval's ends noise
 
 
 def _n_boot(text: str) -> int:
@@ -28,8 +28,8 @@ def _n_boot(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if value < MIN_BOOT:
-        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= {MIN_BOOT}")
+    if value < MIN_N_BOOT:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= {MIN_N_BOOT}")
     return value
 
 
@@ -86,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         incomplete = sweep.incomplete()
         if args.register and incomplete:
             print(f"[bespoke_exp] not registering a champion: {incomplete}", file=sys.stderr)
-        options = {k: v for k, v in {"metric": args.metric, "n_boot": args.n_boot}.items() if v is not None}
+        asked = {k: v for k, v in {"metric": args.metric, "n_boot": args.n_boot}.items() if v is not None}
+        settings = replace(sweep.analysis_settings, **asked)  # what the sweep ran with, but what is asked
         if args.log:
             register = None if incomplete else args.register
-            rec = analysis.report_sweep(sweep, registered_model=register, out_dir=args.out, **options)
+            rec = analysis.report_sweep(sweep, settings, registered_model=register, out_dir=args.out)
         else:
-            rec = analysis.recommend(sweep, **options)
+            rec = analysis.recommend(sweep, settings)
     except (tracking.SweepNotFound, tracking.TrackingError, analysis.AnalysisError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,20 +1,17 @@
-"""Shared fixtures. The demo (tiny SDXL pipeline + ten kohya LoRA epochs) is built once
-per test session, into a temporary folder, by the same `ensure_demo` users run."""
+"""Shared fixtures (plain builders are in tests/helpers.py). The demo (tiny SDXL pipeline + ten
+kohya LoRA epochs) is built once per test session, into a temporary folder, by the same
+`ensure_demo` users run; a random-weight pipeline of the same architecture is saved once too."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig, open_dict
 
 from bespoke_exp.config import compose_config
+from tests.helpers import SECRET, save_tiny_pipeline, sqlite_uri
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +23,15 @@ def demo_dir(tmp_path_factory) -> Path:
     return ensure_demo(root)
 
 
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory) -> Path:
+    """A random-weight pipeline of the demo's architecture, in `save_pretrained` layout."""
+    return save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "pipeline")
+
+
 @pytest.fixture()
 def tracking_uri(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    return sqlite_uri(tmp_path)
 
 
 @pytest.fixture()
@@ -53,60 +56,8 @@ def small_cfg(demo_dir, tracking_uri) -> DictConfig:
     return cfg
 
 
-def small_sweep_command(demo_dir: Path, *overrides: str, multirun: bool = True) -> list[str]:
-    """`python -m bespoke_exp` on the test demo, shrunk for speed (2 steps, 192 px: one latent per cell)."""
-    return [
-        sys.executable, "-m", "bespoke_exp", *(["-m"] if multirun else []), f"paths.demo={demo_dir}",
-        "prompts=seed_tests", "sampler.steps=2", "sampler.width=192", "sampler.height=192", *overrides,
-    ]  # fmt: skip
-
-
-def one_job_sweep(tracker, lora: Path, *, sha: str, score: float = 0.6, sweep_id: str = "s-1", **recorded):
-    """A `Sweep` over one real job run in the store whose checkpoint is `lora`, recorded with
-    `sha`, two images scoring `score`; `recorded` sets prompt_set / scoring_identity."""
-    import pandas as pd
-
-    from bespoke_exp import analysis, tracking
-
-    parent = tracking.start_run(tracker, "sweep", tags={tracking.TAG_ROLE: "sweep"})
-    job = tracking.start_run(tracker, "epoch=01 guidance=5", parent_run_id=parent)
-    job_row = {"run_id": job, "epoch": 1, "guidance": 5.0, "checkpoint": str(lora)}
-    images = pd.DataFrame(
-        [{**job_row, "prompt_id": "p", "split": "", "seed": s, "score": score} for s in (0, 1)]
-    )
-    runs = pd.DataFrame([{**job_row, "checkpoint_sha256": sha}])
-    sweep = analysis.Sweep(
-        tracker,
-        parent,
-        sweep_id,
-        runs,
-        images,
-        final_epoch=10,
-        epochs=[1],
-        guidances=[5.0],
-        cells=24,
-        sweep_dir=None,
-        **recorded,
-    )
-    return sweep, analysis.recommend(sweep, n_boot=50)
-
-
-@contextmanager
-def tmpfs(size: str) -> Iterator[Path]:
-    """A small real filesystem of its own (read-only or full on demand), or a skip saying why."""
-    folder = Path(tempfile.mkdtemp(prefix="bespoke-tmpfs-"))
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        folder.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root with CAP_SYS_ADMIN")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-        folder.rmdir()
-
-
-def read_only(folder: Path) -> None:
-    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+@pytest.fixture()
+def secret_env(monkeypatch) -> str:
+    """An `${oc.env:...}` reference to a variable holding SECRET, as a user might write one."""
+    monkeypatch.setenv("BESPOKE_TEST_TOKEN", SECRET)
+    return "${oc.env:BESPOKE_TEST_TOKEN}"

@@ -12,12 +12,12 @@ Modules: `load` (the sweep from MLflow), `statistics` (bootstrap ranking and pai
 comparisons of the combinations of every swept axis: epoch, guidance, lora_scale...),
 `diagnosis` (the epoch-trend rules),
 `recommendation` (the pick and its markdown/JSON), `report` (files + parent-run logging,
-run at the end of every multirun), `champion` (model registry), `figures` and `sheets`.
+run at the end of every multirun), `champion` (model registry), `dashboard` and `figures`.
 """
 
 from bespoke_exp.analysis.champion import register_champion
 from bespoke_exp.analysis.load import AnalysisError, Sweep, default_tracking, load_sweep
-from bespoke_exp.analysis.recommendation import options_from, recommend
+from bespoke_exp.analysis.recommendation import recommend
 from bespoke_exp.analysis.report import REPORT_DIR, report_sweep, write_report
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
     "Sweep",
     "default_tracking",
     "load_sweep",
-    "options_from",
     "recommend",
     "register_champion",
     "report_sweep",

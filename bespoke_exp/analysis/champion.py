@@ -16,7 +16,7 @@ from pathlib import Path
 from bespoke_exp import tracking
 from bespoke_exp.analysis.load import Sweep
 from bespoke_exp.analysis.recommendation import Recommendation
-from bespoke_exp.generate.checkpoints import file_sha256
+from bespoke_exp.generate.digests import file_sha256
 from bespoke_exp.scoring.registry import metric_spec
 
 CHAMPION_DIR = "champion"  # the parent run's copy of the recommended LoRA file
@@ -94,18 +94,6 @@ def move_alias(
     if moved:
         tracking.set_alias(tracker, name, alias, version)
     return moved, reason
-
-
-def move_alias_if_better(
-    tracker: tracking.Tracker, name: str, version: str, score: float, alias: str = ALIAS
-) -> bool:
-    """Give `alias` to `version` unless the version holding it is not comparable or scored
-    better (printing why). Every version stays in the registry, so the history is kept."""
-    moved, reason = move_alias(tracker, name, version, score, alias)
-    print(
-        f"[bespoke_exp] {name} version {version} {'takes' if moved else 'does not take'} @{alias}: {reason}"
-    )
-    return moved
 
 
 def register_champion(sweep: Sweep, rec: Recommendation, name: str) -> str | None:

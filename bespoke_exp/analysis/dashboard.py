@@ -127,8 +127,8 @@ def log_dashboard(sweep: Sweep, rec: Recommendation, images: dict) -> dict[str, 
     points = tracking.log_new_metric_steps(tracker, run_id, epoch_curves(sweep, rec))
     frames = 0
     for row in pending_image_rows(sweep, rec).to_dict("records"):
-        cell = combination_of(row, tuple(rec.axes))
-        frame = with_grid(images[cell, row["prompt_id"], int(row["seed"])], sweep.cells)
+        combo = combination_of(row, tuple(rec.axes))
+        frame = with_grid(images[combo, row["prompt_id"], int(row["seed"])], sweep.cells)
         tracking.log_step_image(tracker, run_id, frame, _frame_key(row, rec), int(row["epoch"]))
         frames += 1
     rows = table_rows(sweep)

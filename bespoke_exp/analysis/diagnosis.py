@@ -37,36 +37,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bespoke_exp.analysis.resampling import Resampling, beats, contrast, max_t, normal_critical
 from bespoke_exp.analysis.statistics import (
-    MIN_PROMPTS,
     NEAR_COPY,
-    Resampling,
     Table,
-    beats,
-    contrast,
     describe,
     marginal_items,
-    max_t,
-    normal_critical,
     plain,
     prepare,
     rank_table,
     table_resampling,
 )
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Every numeric cut-off the diagnosis uses, in units of the ranked metric (0..1 score)."""
-
-    poor: float = 0.5  # best combination below this: the LoRA is not working at any epoch or guidance
-    min_effect: float = 0.01  # smallest paired difference worth acting on, even when significant
-    lookback: int = 2  # "still improving" compares the last epoch with the one this many earlier
-    gap_slope: float = 0.005  # train-minus-heldout gap growing faster than this per epoch ...
-    gap_late: float = 0.05  # ... and at least this large at the last epoch
-    near_copy_rate: float = 0.2  # share of an epoch's images that near-copy a training image
-    guidance_spread: float = 0.05  # best-minus-worst guidance marginal above this: guidance matters
-    axis_spread: float = 0.05  # the same for any further swept axis (lora_scale, ...)
+from bespoke_exp.config.schema import AnalysisConfig, Thresholds
 
 
 @dataclass
@@ -90,13 +72,13 @@ class Diagnosis:
     sentence: str
     findings: list[Finding]
     retrain: RetrainSuggestion | None
-    inference: dict[str, Any] | None = None  # how items were resampled, and its caveats
+    intervals: dict[str, Any] | None = None  # how items were resampled, and its caveats
 
 
 def _versus_last(em: pd.DataFrame, rs: Resampling) -> float:
     """Raw critical value simultaneous over every epoch-vs-last comparison. Which trend rule
     fires, and the peak it names, are picked from these comparisons by the data, so every
-    trend claim uses this one family: a flat sweep makes a false claim in at most
+    trend claim holds over all of them at once: a flat sweep makes a false claim in at most
     1 - confidence of sweeps, whichever rule it would have fired."""
     k = em.shape[1]
     if k < 3:
@@ -122,7 +104,7 @@ def _overfit(
         "ci_low": lo,
         "ci_high": hi,
         "n_items": c["n"],
-        "family": len(epochs) - 1,
+        "simultaneous_over": len(epochs) - 1,
     }
     picked = (
         f", simultaneous over the {len(epochs) - 1} epochs the peak was picked from"
@@ -170,7 +152,7 @@ def _rising(t: Table, em: pd.DataFrame, final_epoch: int | None, th: Thresholds,
         "ci_high": hi,
         "n_items": n,
         "final_epoch": final_epoch,
-        "family": len(epochs) - 1,
+        "simultaneous_over": len(epochs) - 1,
     }
     gain = (
         f"{means[last]:.2f} vs {means[ref]:.2f} at epoch {ref}, gain {d:+.3f}, "
@@ -341,12 +323,11 @@ def _sensitivities(t: Table, th: Thresholds) -> list[Finding | None]:
     return [_sensitivity(t, a, spread.get(a, th.axis_spread)) for a in t.axes if a != "epoch"]
 
 
-def diagnose_table(
-    t: Table, ranking: pd.DataFrame, final_epoch: int | None, th: Thresholds, boot: tuple
-) -> Diagnosis:
+def diagnose_table(t: Table, ranking: pd.DataFrame, final_epoch: int | None) -> Diagnosis:
     last = int(t.wide.columns.get_level_values("epoch").max())
     if final_epoch is not None and final_epoch < last:
         raise ValueError(f"final_epoch={final_epoch} but the sweep includes epoch {last}")
+    th = t.settings.thresholds
     em = marginal_items(t, "epoch")
     best = ranking.iloc[0]
     findings: list[Finding | None] = []
@@ -360,15 +341,15 @@ def diagnose_table(
         }
         sentence = (
             f"Even the best combination ({describe(best, t.axes)}) scores only "
-            f"{best['mean']:.2f} ({boot[1]:.0%} CI {best['ci_low']:.2f} to {best['ci_high']:.2f}), "
-            f"worse than {th.poor:.2f}."
+            f"{best['mean']:.2f} ({t.settings.confidence:.0%} CI {best['ci_low']:.2f} to "
+            f"{best['ci_high']:.2f}), worse than {th.poor:.2f}."
         )
         reason = (
             f"no combination reaches {t.metric} {th.poor:.2f}; check the training captions, training "
             "resolution and learning rate"
         )
         findings.append(Finding("poor_overall", sentence, ev, RetrainSuggestion("check_data", reason)))
-    rs = table_resampling(t, *boot)
+    rs = table_resampling(t)
     trend = _trend(t, em, final_epoch, th, rs)
     findings += [
         trend,
@@ -388,18 +369,13 @@ def diagnose(
     images: pd.DataFrame,
     *,
     final_epoch: int | None = None,
-    metric: str = "score",
-    thresholds: Thresholds = Thresholds(),
-    n_boot: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
+    settings: AnalysisConfig | None = None,
     higher_is_better: bool | None = None,
-    min_prompts: int = MIN_PROMPTS,
 ) -> Diagnosis:
-    """Read the epoch trend and secondary signals (rules in the module docstring).
+    """Read the epoch trend and secondary signals (rules in the module docstring), with
+    `settings` (default `AnalysisConfig()`: its metric, thresholds and bootstrap).
 
     `final_epoch` is the last epoch the trainer produced; the sweep need not include it.
     """
-    t = prepare(images, metric, higher_is_better, min_prompts)
-    boot = (n_boot, confidence, seed)
-    return diagnose_table(t, rank_table(t, *boot), final_epoch, thresholds, boot)
+    t = prepare(images, settings or AnalysisConfig(), higher_is_better)
+    return diagnose_table(t, rank_table(t), final_epoch)

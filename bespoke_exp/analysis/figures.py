@@ -27,11 +27,13 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator
 
+from bespoke_exp.pixelart.sheets import BEST_RGB
+
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies. Vermillion is
-# kept for "best" (as in grids.BEST_RGB), yellow is too faint on white.
+# kept for "best", as in the contact sheets; yellow is too faint on white.
 _LINE_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#000000")
 _MARKERS = ("o", "s", "^", "D", "v", "P")  # second cue besides colour, also survives greyscale print
-_BEST_COLOUR = "#D55E00"
+_BEST_COLOUR = "#{:02X}{:02X}{:02X}".format(*BEST_RGB)
 _MARGINAL_COLOUR = "#666666"
 _HEATMAP_CMAP = "viridis"  # perceptually uniform, colour-blind safe, prints in greyscale
 _MISSING_TEXT = "\u2014"  # em dash: DejaVu Sans (matplotlib's default font) has it

@@ -19,8 +19,7 @@ import pandas as pd
 from bespoke_exp import tracking
 from bespoke_exp.analysis.statistics import EXTRA_AXES
 from bespoke_exp.config import SWEEP_AXES, compose_config
-
-SETTINGS_FILE = "sweep/settings.json"  # the parent run's record of how the sweep ran (sweep.callback)
+from bespoke_exp.config.schema import AnalysisConfig, settings_from
 
 
 class AnalysisError(RuntimeError):
@@ -46,7 +45,7 @@ class Sweep:
     sweep_dir: Path | None  # the Hydra sweep folder, when it is on this machine
     prompt_set: str | None = None  # prompts.name of the jobs
     scoring_identity: str | None = None  # shared by every job, or None when they differ
-    analysis_settings: dict | None = None  # the `analysis.*` settings the sweep ran with
+    analysis_settings: AnalysisConfig = field(default_factory=AnalysisConfig)  # what the sweep ran with
     # Every value each further axis (lora_scale, ...) was asked for, failed jobs' included.
     levels: dict[str, list[float]] = field(default_factory=dict)
     status: str = "FINISHED"  # the parent run's
@@ -128,8 +127,9 @@ def load_sweep(
         sweep_dir=sweep_dir if sweep_dir and sweep_dir.is_dir() else None,
         prompt_set=first.get("prompts.name"),
         scoring_identity=_shared({r.data.tags.get("scoring_identity") for r in finished}),
-        analysis_settings=(tracking.load_dict(tracker, parent.info.run_id, SETTINGS_FILE) or {}).get(
-            "analysis"
+        analysis_settings=settings_from(
+            AnalysisConfig,
+            (tracking.load_dict(tracker, parent.info.run_id, tracking.SWEEP_SETTINGS) or {}).get("analysis"),
         ),
         levels={a: values for a in EXTRA_AXES if (values := _levels(children + reused, a))},
         status=parent.info.status,

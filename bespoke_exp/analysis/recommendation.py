@@ -5,7 +5,7 @@
 
 "Beats the runner-up" is judged with an interval simultaneous over the best against every other
 combination (the best was picked by its mean), so it also means "is the best"; when it fails,
-`separation` says roughly how many seeds per prompt would tell the two apart. `inference` says
+`separation` says roughly how many seeds per prompt would tell the two apart. `intervals` says
 how items were resampled and what the intervals cannot speak for (e.g. prompts outside a small
 prompt set).
 """
@@ -18,15 +18,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
-from bespoke_exp.analysis.diagnosis import Diagnosis, RetrainSuggestion, Thresholds, diagnose_table
+from bespoke_exp.analysis.diagnosis import Diagnosis, RetrainSuggestion, diagnose_table
 from bespoke_exp.analysis.load import Sweep
+from bespoke_exp.analysis.resampling import Resampling, seeds_needed
 from bespoke_exp.analysis.statistics import (
     BASE_AXES,
-    MIN_PROMPTS,
     Comparison,
-    Resampling,
     combination_of,
     compare_table,
     describe,
@@ -34,11 +32,10 @@ from bespoke_exp.analysis.statistics import (
     plain,
     prepare,
     rank_table,
-    seeds_needed,
     seeds_per_prompt,
     table_resampling,
 )
-from bespoke_exp.config import CONF_DIR
+from bespoke_exp.config.schema import AnalysisConfig
 
 # Diagnoses that cannot say whether to retrain, and what would let them.
 UNDECIDED = {
@@ -62,7 +59,7 @@ class Recommendation:
     by_epoch: list[dict[str, Any]]
     by_guidance: list[dict[str, Any]]
     diagnosis: Diagnosis
-    inference: dict[str, Any] | None = None  # resampling scheme, degrees of freedom, caveats
+    intervals: dict[str, Any] | None = None  # resampling scheme, degrees of freedom, caveats
     separation: dict[str, Any] | None = None  # can the sweep tell the top two apart; seeds needed
     axes: list[str] = field(default_factory=lambda: list(BASE_AXES))  # a combination's axes, epoch first
     by_axis: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # marginals of further axes
@@ -116,8 +113,8 @@ class Recommendation:
                 f"noise: difference {c.diff:+.3f}, {ci} {c.ci_low:.3f} to {c.ci_high:.3f} over "
                 f"{c.n_items} paired items"
                 + (
-                    f", simultaneous over the best against each of the other {c.family}."
-                    if c.family > 1
+                    f", simultaneous over the best against each of the other {c.simultaneous_over}."
+                    if c.simultaneous_over > 1
                     else "."
                 )
             )
@@ -161,9 +158,9 @@ class Recommendation:
         ]
 
     def _how_sure(self) -> list[str]:
-        if not self.inference:
+        if not self.intervals:
             return []
-        inf = self.inference
+        inf = self.intervals
         lines = [
             "",
             "## How sure",
@@ -190,9 +187,9 @@ def separation(c: Comparison, rs: Resampling, seeds: int, min_effect: float) -> 
     if c.significant:
         return {"separated": True, "seeds_per_prompt": seeds, "seeds_needed": None, "sentence": ""}
     target = max(abs(c.diff), min_effect)
-    # The max-t critical value grows as more seeds make replicates less lumpy; Bonferroni's over
-    # the same family bounds it at any size, so plan with that (measured: ~80% power as intended).
-    bonferroni = NormalDist().inv_cdf(1.0 - (1.0 - rs.confidence) / (2.0 * c.family))
+    # The max-t critical value grows as more seeds make replicates less lumpy; Bonferroni's over the
+    # same comparisons bounds it at any size, so plan with that (measured: ~80% power as intended).
+    bonferroni = NormalDist().inv_cdf(1.0 - (1.0 - rs.confidence) / (2.0 * c.simultaneous_over))
     need = seeds_needed({"se": c.se or 0.0, "z": max(c.z or 0.0, bonferroni)}, rs, seeds, target)
     goal = (
         f"tell apart a difference of {abs(c.diff):.3f}"
@@ -219,21 +216,17 @@ def recommend_from_images(
     images: pd.DataFrame,
     *,
     final_epoch: int | None = None,
-    metric: str = "score",
-    n_boot: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    thresholds: Thresholds = Thresholds(),
+    settings: AnalysisConfig | None = None,
     higher_is_better: bool | None = None,
-    min_prompts: int = MIN_PROMPTS,
 ) -> Recommendation:
     """Rank every combination of the swept axes (epoch, guidance, and lora_scale or any further
     axis the images vary: `statistics.sweep_axes`), test the best against the runner-up (paying
-    for having picked both), and diagnose the epoch trend over the other axes."""
-    t = prepare(images, metric, higher_is_better, min_prompts)
-    boot = (n_boot, confidence, seed)
-    rs = table_resampling(t, *boot)
-    ranking = rank_table(t, *boot)
+    for having picked both), and diagnose the epoch trend over the other axes. `settings`
+    default to `AnalysisConfig()`."""
+    settings = settings or AnalysisConfig()
+    t = prepare(images, settings, higher_is_better)
+    rs = table_resampling(t)
+    ranking = rank_table(t)
     if "checkpoint" not in ranking.columns:
         ranking["checkpoint"] = None
     keys = [*t.axes, *_COMBINATION_KEYS]
@@ -243,19 +236,19 @@ def recommend_from_images(
     if len(records) > 1:
         runner_up = {k: records[1][k] for k in keys}
         pair = combination_of(best, t.axes), combination_of(runner_up, t.axes)
-        beats = compare_table(t, *pair, boot, selected=True)
-        split = plain(separation(beats, rs, seeds_per_prompt(t), thresholds.min_effect))
-    by_axis = {a: plain(marginal_table(t, a, *boot).to_dict("records")) for a in t.extra_axes}
+        beats = compare_table(t, *pair, selected=True)
+        split = plain(separation(beats, rs, seeds_per_prompt(t), settings.thresholds.min_effect))
+    by_axis = {a: plain(marginal_table(t, a).to_dict("records")) for a in t.extra_axes}
     return Recommendation(
-        metric,
-        confidence,
+        settings.metric,
+        settings.confidence,
         best,
         runner_up,
         beats,
         records,
-        plain(marginal_table(t, "epoch", *boot).to_dict("records")),
-        plain(marginal_table(t, "guidance", *boot).to_dict("records")),
-        diagnose_table(t, ranking, final_epoch, thresholds, boot),
+        plain(marginal_table(t, "epoch").to_dict("records")),
+        plain(marginal_table(t, "guidance").to_dict("records")),
+        diagnose_table(t, ranking, final_epoch),
         plain(rs.summary()),
         split,
         list(t.axes),
@@ -263,22 +256,9 @@ def recommend_from_images(
     )
 
 
-def default_options() -> dict:
-    """`recommend_from_images` options from conf/analysis/default.yaml (what a sweep uses)."""
-    return options_from(OmegaConf.load(CONF_DIR / "analysis" / "default.yaml"))
-
-
-def options_from(analysis_cfg) -> dict:
-    """`recommend_from_images` options from the `analysis` config (a DictConfig or a dict)."""
-    data = OmegaConf.to_container(OmegaConf.create(analysis_cfg), resolve=True)
-    return {**data, "thresholds": Thresholds(**data.get("thresholds", {}))}
-
-
-def recommend(sweep: Sweep, **options) -> Recommendation:
-    """Rank the sweep's combinations (every swept axis) with bootstrap CIs and diagnose.
-    Options go to `recommend_from_images`, over the settings the sweep ran with (its parent
-    run's `analysis.*` params) over the defaults in conf/analysis/default.yaml."""
-    recorded = options_from(sweep.analysis_settings) if sweep.analysis_settings else {}
+def recommend(sweep: Sweep, settings: AnalysisConfig | None = None) -> Recommendation:
+    """Rank the sweep's combinations (every swept axis) with bootstrap CIs and diagnose, with
+    `settings`, by default the ones the sweep ran with (`Sweep.analysis_settings`)."""
     return recommend_from_images(
-        sweep.images, final_epoch=sweep.final_epoch, **{**default_options(), **recorded, **options}
+        sweep.images, final_epoch=sweep.final_epoch, settings=settings or sweep.analysis_settings
     )

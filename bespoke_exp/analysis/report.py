@@ -13,16 +13,18 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from bespoke_exp import tracking
 from bespoke_exp.analysis import dashboard, figures
 from bespoke_exp.analysis.champion import register_champion
-from bespoke_exp.analysis.load import Sweep
+from bespoke_exp.analysis.load import Sweep, load_sweep
 from bespoke_exp.analysis.recommendation import Recommendation, recommend
-from bespoke_exp.analysis.sheets import comparison_sheet, seed_sheet
 from bespoke_exp.analysis.statistics import combination_of, describe
+from bespoke_exp.config.schema import AnalysisConfig
 from bespoke_exp.generate.image_store import image_file_name
+from bespoke_exp.pixelart.sheets import comparison_sheet, seed_sheet
 
 REPORT_DIR = "report"  # in the sweep folder and in the parent run's artifacts
 
@@ -86,11 +88,11 @@ def _write_sheets(sweep: Sweep, rec: Recommendation, out_dir: Path, images: dict
     for prompt_id in prompt_ids:
         in_sheet = [key for key in plane if key[1] == prompt_id and key[2] == seeds[0]]
         sheet = comparison_sheet(
-            {cell[:2]: images[cell, p, s] for cell, p, s in in_sheet},
+            {combo[:2]: images[combo, p, s] for combo, p, s in in_sheet},
             sweep.epochs,
             sweep.guidances,
             cells=sweep.cells,
-            scores={cell[:2]: scores[cell, p, s] for cell, p, s in in_sheet},
+            scores={combo[:2]: scores[combo, p, s] for combo, p, s in in_sheet},
             best=best[:2],
             metric_label=rec.metric,
             title=f"{prompt_id}, seed {seeds[0]}: epochs (rows) x guidance (columns){rec.plane_note()}",
@@ -98,11 +100,11 @@ def _write_sheets(sweep: Sweep, rec: Recommendation, out_dir: Path, images: dict
         written.append(_save(sheet, out_dir / f"comparison_{prompt_id}.png"))
     in_best = [key for key in images if key[0] == best]
     sheet = seed_sheet(
-        {(p, s): images[cell, p, s] for cell, p, s in in_best},
+        {(p, s): images[combo, p, s] for combo, p, s in in_best},
         prompt_ids,
         seeds,
         cells=sweep.cells,
-        scores={(p, s): scores[cell, p, s] for cell, p, s in in_best},
+        scores={(p, s): scores[combo, p, s] for combo, p, s in in_best},
         metric_label=rec.metric,
         title=f"best combination: {describe(rec.best, axes)}, every prompt x seed",
     )
@@ -148,17 +150,29 @@ def _download_images(sweep: Sweep, wanted: pd.DataFrame, axes: list[str]) -> dic
     return images
 
 
+def analyse_sweep(config: DictConfig, context, register: bool) -> str:
+    """The end of every multirun (the sweep callback's `analyse`, named in conf/config.yaml):
+    rank the finished jobs of the sweep `context` names, write and log the report, register the
+    champion when `register`; returns what to print."""
+    t = config.tracking
+    sweep = load_sweep(context.parent_run_id, tracking_uri=t.uri, experiment=t.experiment)
+    model = t.registered_model if register else None
+    rec = report_sweep(sweep, OmegaConf.to_object(config.analysis), registered_model=model)
+    where = f"\nreport: {sweep.sweep_dir / REPORT_DIR}" if sweep.sweep_dir else ""
+    return rec.to_markdown(top=5) + where
+
+
 def report_sweep(
     sweep: Sweep,
+    settings: AnalysisConfig | None = None,
     *,
     registered_model: str | None = None,
     out_dir: Path | None = None,
-    **options,
 ) -> Recommendation:
-    """Recommend, write the report (to `out_dir`, default `<sweep dir>/report`), log it and the
-    dashboard (analysis.dashboard) to the parent run with the best combination as metrics and
-    tags, and register the champion."""
-    rec = recommend(sweep, **options)
+    """Recommend (with `settings`, by default what the sweep ran with), write the report (to
+    `out_dir`, default `<sweep dir>/report`), log it and the dashboard (analysis.dashboard) to
+    the parent run with the best combination as metrics and tags, and register the champion."""
+    rec = recommend(sweep, settings)
     out_dir = out_dir or (sweep.sweep_dir / REPORT_DIR if sweep.sweep_dir else None)
     # One download for both: the report's sheets and the dashboard frames not logged yet.
     wanted = pd.concat([report_rows(sweep, rec), dashboard.pending_image_rows(sweep, rec)])

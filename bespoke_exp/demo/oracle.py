@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bespoke_exp.config.schema import SamplerConfig
 from bespoke_exp.demo import punks
 from bespoke_exp.demo.base_training import RESOLUTION
 from bespoke_exp.demo.training import DemoTraining, training_specs
@@ -72,19 +73,19 @@ def epoch_accuracies(
     the harness's own loading path (epoch 0 is the base model without a LoRA). Each LoRA is
     loaded once and drawn at every guidance."""
     from bespoke_exp.generate import pipeline as pl
+    from bespoke_exp.generate.sampling import GenerationItem, generate
 
     pipe = pl.load_pipeline(str(pipeline_dir), device=device, dtype="float32")
-    settings = pl.SamplerSettings(
-        scheduler="euler",
+    settings = SamplerConfig(
         steps=steps,
         guidance=guidances[0],
         width=RESOLUTION,
         height=RESOLUTION,
-        negative_prompt="",
+        seeds=list(seeds),
         batch_size=len(specs) * len(seeds),
     )
     items = [
-        pl.GenerationItem(str(i), punks.lora_caption(spec), seed)
+        GenerationItem(str(i), punks.lora_caption(spec), seed)
         for i, spec in enumerate(specs)
         for seed in seeds
     ]
@@ -95,7 +96,7 @@ def epoch_accuracies(
             for guidance in guidances:
                 scores = [
                     oracle_accuracy(image, specs[int(item.prompt_id)])
-                    for item, image in pl.generate(pipe, items, replace(settings, guidance=guidance))
+                    for item, image in generate(pipe, items, replace(settings, guidance=guidance))
                 ]
                 accuracies[guidance][epoch] = float(np.mean(scores))
     return accuracies

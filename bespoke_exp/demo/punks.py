@@ -12,7 +12,7 @@ user's prompts. The default spec is the user's advanced test prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -186,8 +186,3 @@ def sample_spec(rng: np.random.Generator) -> PunkSpec:
         glasses=pick(skin, "tan") if rng.random() < 0.3 else None,
         glasses_box=Box(left_pupil - 1, left_pupil + 8, eye_row - 1, eye_row + 1),
     )
-
-
-def with_changes(spec: PunkSpec, **changes: object) -> PunkSpec:
-    """A copy with some features changed (for tests that break one constraint)."""
-    return replace(spec, **changes)

@@ -1,4 +1,4 @@
-"""A folder of LoRA checkpoints at a glance (`python -m bespoke_exp.inspect PATH`): each file
+"""A folder of LoRA checkpoints at a glance (`python -m bespoke_exp.checkpoints PATH`): each file
 described by `checkpoints.read_checkpoint`, epochs by kohya naming, what looks wrong (gaps,
 `ss_epoch` disagreeing with the name, mixed runs, duplicate files), and a table."""
 

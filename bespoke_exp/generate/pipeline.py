@@ -1,28 +1,19 @@
-"""The only module (with the demo builder) that touches diffusers: load a base pipeline
-once per process, switch LoRA epochs on it, generate paired-seed images.
-
-Generation takes a batch of (prompt, seed) items with one torch.Generator per image,
-so an image depends only on its own seed, never on what it was batched with. Prompts are
-encoded as the user's tools read them (generate/prompt_encoding.py, with the text side in
-generate/prompt_chunks.py), and sampler names are mapped to diffusers schedulers
-(`SCHEDULERS`).
+"""The base pipeline, loaded once per process, with LoRA epochs switched on it: devices and
+dtypes, a model that is not on this machine refused in seconds, a sampler set from the model's
+own scheduler config, and diffusers' notes the user can't act on kept quiet. With the sampler
+table (schedulers.py) and the demo builder, the only code that imports diffusers.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from bespoke_exp.generate import prompt_chunks
-from bespoke_exp.generate.prompt_encoding import prompt_chunk_count, prompt_conditioning, text_encoders
+from bespoke_exp.generate.schedulers import build_scheduler
 from bespoke_exp.interrupts import interrupts_deferred
 
 log = logging.getLogger(__name__)
@@ -30,73 +21,7 @@ log = logging.getLogger(__name__)
 ADAPTER_NAME = "epoch_lora"
 
 
-@dataclass(frozen=True)
-class SamplerSpec:
-    """A sampler as A1111 and kohya name it: the diffusers scheduler and the flags that make it so
-    (the table in diffusers' scheduler docs, "A1111/k-diffusion -> diffusers")."""
-
-    scheduler: str  # diffusers class name
-    karras: bool = False  # Karras sigma spacing (use_karras_sigmas=True)
-    options: Mapping[str, object] = field(default_factory=dict)  # more from_config overrides
-    needs: str | None = None  # an optional package the scheduler needs to run
-    instead: str | None = None  # the closest sampler without that package
-
-
-_DPMPP = "DPMSolverMultistepScheduler"
-_SDE = {"algorithm_type": "sde-dpmsolver++"}
-# Names as the user's tools write them (A1111's "DPM++ 2M Karras" is dpmpp_2m_karras); `euler` first.
-SCHEDULERS: dict[str, SamplerSpec] = {
-    "euler": SamplerSpec("EulerDiscreteScheduler"),
-    "euler_karras": SamplerSpec("EulerDiscreteScheduler", karras=True),
-    "euler_a": SamplerSpec("EulerAncestralDiscreteScheduler"),
-    "heun": SamplerSpec("HeunDiscreteScheduler"),
-    "heun_karras": SamplerSpec("HeunDiscreteScheduler", karras=True),
-    "dpm2": SamplerSpec("KDPM2DiscreteScheduler"),
-    "dpm2_karras": SamplerSpec("KDPM2DiscreteScheduler", karras=True),
-    "dpm2_a": SamplerSpec("KDPM2AncestralDiscreteScheduler"),
-    "dpm2_a_karras": SamplerSpec("KDPM2AncestralDiscreteScheduler", karras=True),
-    "lms": SamplerSpec("LMSDiscreteScheduler"),
-    "lms_karras": SamplerSpec("LMSDiscreteScheduler", karras=True),
-    "dpmpp_2m": SamplerSpec(_DPMPP, options={"algorithm_type": "dpmsolver++"}),
-    "dpmpp_2m_karras": SamplerSpec(_DPMPP, karras=True, options={"algorithm_type": "dpmsolver++"}),
-    "dpmpp_2m_sde": SamplerSpec(_DPMPP, options=_SDE),
-    "dpmpp_2m_sde_karras": SamplerSpec(_DPMPP, karras=True, options=_SDE),
-    # DPM++ SDE (single-step, Brownian-tree noise) is its own sampler; diffusers runs it only with
-    # torchsde. Never silently swapped for DPM++ 2M SDE: a sweep would compare two names that are
-    # one sampler. Refused with the alternative named when torchsde is missing.
-    "dpmpp_sde": SamplerSpec("DPMSolverSDEScheduler", needs="torchsde", instead="dpmpp_2m_sde"),
-    "dpmpp_sde_karras": SamplerSpec(
-        "DPMSolverSDEScheduler", karras=True, needs="torchsde", instead="dpmpp_2m_sde_karras"
-    ),
-    "ddim": SamplerSpec("DDIMScheduler"),
-    "unipc": SamplerSpec("UniPCMultistepScheduler"),
-    "deis": SamplerSpec("DEISMultistepScheduler"),
-}
-# Set on every scheduler that takes them, so a model whose own scheduler config turns one on
-# (some finetunes ship Karras sigmas) can't make `euler` mean Euler Karras.
-_SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class GenerationItem:
-    prompt_id: str
-    prompt: str
-    seed: int
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    scheduler: str
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    negative_prompt: str
-    batch_size: int
-    long_prompts: str = "chunk"  # chunk: 75-token chunks, as A1111/ComfyUI; truncate: the first 77 tokens
-    prompt_weighting: bool = False  # A1111's (word:1.2) / [word] syntax; off: brackets are plain text
-    clip_skip: int | None = None  # A1111's count (2 = penultimate layer, SDXL's own); None: the model's
 
 
 # The GPU this worker process pinned (see pin_worker_device); None: torch's current device.
@@ -276,40 +201,15 @@ def load_pipeline(
     return _PIPELINES[key][0]
 
 
-def scheduler_problem(name: object) -> str | None:
-    """Why `sampler.scheduler=name` can't run here (one line), or None."""
-    if not isinstance(name, str) or name not in SCHEDULERS:
-        return f"sampler.scheduler={name!r} is not one of {', '.join(SCHEDULERS)}"
-    spec = SCHEDULERS[name]
-    if spec.needs and importlib.util.find_spec(spec.needs) is None:
-        return (
-            f"sampler.scheduler={name} needs the {spec.needs} package, which is not installed "
-            f"(pip install {spec.needs}); {spec.instead} is the closest sampler without it"
-        )
-    return None
-
-
-def build_scheduler(name: str, base_config: Mapping[str, object]):
-    """The scheduler `name` stands for, built from a model's scheduler config (its betas,
-    timestep spacing and prediction type) with the name's own flags on top."""
-    import diffusers
-
-    problem = scheduler_problem(name)
-    if problem:
-        raise ValueError(problem)
-    spec = SCHEDULERS[name]
-    cls = getattr(diffusers, spec.scheduler)
-    accepted = inspect.signature(cls.__init__).parameters
-    flags = {flag: False for flag in _SIGMA_FLAGS if flag in accepted}
-    if spec.karras:
-        flags["use_karras_sigmas"] = True
-    return cls.from_config(dict(base_config), **flags, **spec.options)
-
-
 def set_scheduler(pipe, name: str) -> None:
     """Swap the sampler, always starting from the model's own scheduler config."""
     base_config = next(cfg for p, cfg in _PIPELINES.values() if p is pipe)
     pipe.scheduler = build_scheduler(name, base_config)
+
+
+def loaded_pipeline(pretrained: str):
+    """The pipeline already loaded from `pretrained` in this process, or None."""
+    return next((pipe for (path, *_), (pipe, _) in _PIPELINES.items() if path == pretrained), None)
 
 
 @contextmanager
@@ -338,13 +238,6 @@ def lora_applied(pipe, checkpoint: Path | None, scale: float = 1.0) -> Iterator[
         yield
     finally:
         pipe.unload_lora_weights()
-
-
-def count_prompt_tokens(pipe, prompt: str) -> tuple[int, int]:
-    """(tokens in the prompt, tokens the text encoder reads), both counting BOS/EOS."""
-    tokenizer = pipe.tokenizer
-    with quiet_truncation():  # transformers warns of the length; the job reports it once itself
-        return len(tokenizer(prompt, truncation=False).input_ids), int(tokenizer.model_max_length)
 
 
 @contextmanager
@@ -397,92 +290,3 @@ _UNACTIONABLE = ("No LoRA keys associated to CLIPTextModel", "requires torchvisi
 def _no_unactionable_note(record: logging.LogRecord) -> bool:
     message = record.getMessage()
     return not any(note in message for note in _UNACTIONABLE)
-
-
-def _batches(
-    pipe, items: Sequence[GenerationItem], settings: SamplerSettings
-) -> list[tuple[list[GenerationItem], int]]:
-    """Runs of consecutive items, at most batch_size long, whose prompts take one chunk count
-    (the negative prompt's included): padded to a longer neighbour's length, a prompt would be
-    conditioned differently than when it runs alone."""
-    negative = prompt_chunk_count(pipe, settings.negative_prompt, settings) if settings.negative_prompt else 1
-    counts: dict[str, int] = {}
-    batches: list[tuple[list[GenerationItem], int]] = []
-    for item in items:
-        if item.prompt not in counts:
-            counts[item.prompt] = max(negative, prompt_chunk_count(pipe, item.prompt, settings))
-        n_chunks = counts[item.prompt]
-        if not batches or batches[-1][1] != n_chunks or len(batches[-1][0]) == settings.batch_size:
-            batches.append(([], n_chunks))
-        batches[-1][0].append(item)
-    return batches
-
-
-def generate(
-    pipe, items: Sequence[GenerationItem], settings: SamplerSettings
-) -> Iterator[tuple[GenerationItem, Image.Image]]:
-    """Yield (item, image) in order, at most `settings.batch_size` images per pipeline call."""
-    device = pipe.device.type
-    with quiet_truncation():
-        batches = _batches(pipe, items, settings)
-    for batch, n_chunks in batches:
-        generators = [torch.Generator(device=device).manual_seed(item.seed) for item in batch]
-        with torch.inference_mode(), quiet_truncation():
-            images = pipe(
-                **prompt_conditioning(pipe, [item.prompt for item in batch], settings, n_chunks),
-                num_inference_steps=settings.steps,
-                guidance_scale=settings.guidance,
-                width=settings.width,
-                height=settings.height,
-                generator=generators,
-                output_type="pil",
-            ).images
-        yield from zip(batch, images)
-
-
-_TOKENIZERS: dict[str, list] = {}
-
-
-def load_tokenizers(pretrained: str) -> list:
-    """The tokenizers of the pipeline at `pretrained` (a loaded pipeline's own, else read from
-    its tokenizer folders), without loading any model."""
-    for (path, *_), (pipe, _) in _PIPELINES.items():
-        if path == pretrained:
-            return [tokenizer for tokenizer, _ in text_encoders(pipe)]
-    if pretrained not in _TOKENIZERS:
-        from transformers import AutoTokenizer
-
-        local = Path(pretrained).is_dir()
-        found = []
-        for folder in ("tokenizer", "tokenizer_2"):
-            try:
-                found.append(
-                    AutoTokenizer.from_pretrained(pretrained, subfolder=folder, local_files_only=local)
-                )
-            except OSError:  # a pipeline with one text encoder
-                continue
-        if not found:
-            raise ModelLoadError(f"model.pretrained={pretrained!r} has no tokenizer to read prompts with")
-        _TOKENIZERS[pretrained] = found
-    return _TOKENIZERS[pretrained]
-
-
-def truncated_prompts(
-    pretrained: str, prompts: Mapping[str, str], *, weighting: bool = False
-) -> dict[str, tuple[int, int]]:
-    """For each prompt (by id) longer than a truncating text encoder reads: (characters of the
-    prompt it reads, tokens it reads, BOS/EOS included). Plain data for scoring, which must not
-    load a tokenizer itself."""
-    found = {}
-    with quiet_truncation():
-        for prompt_id, text in prompts.items():
-            cuts = []
-            fragments = prompt_chunks.fragments(text, weighting)
-            for tokenizer in load_tokenizers(pretrained):
-                tokens = prompt_chunks.tokenize(tokenizer, fragments, offsets=True)
-                cut = prompt_chunks.read_chars(tokens, size=int(tokenizer.model_max_length) - 2)
-                if cut is not None:
-                    cuts.append((cut, int(tokenizer.model_max_length)))
-            if cuts:
-                found[prompt_id] = min(cuts)
-    return found

@@ -11,14 +11,11 @@ weighting gives its conditioning bit for bit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
+from bespoke_exp.config.schema import SamplerConfig
 from bespoke_exp.generate import prompt_chunks
-
-if TYPE_CHECKING:  # pipeline imports this module; the settings type is only annotated here
-    from bespoke_exp.generate.pipeline import SamplerSettings
 
 
 def text_encoders(pipe) -> list[tuple[object, object]]:
@@ -28,7 +25,7 @@ def text_encoders(pipe) -> list[tuple[object, object]]:
     return [(tokenizer, encoder) for tokenizer, encoder in pairs if tokenizer is not None]
 
 
-def _chunks(tokenizer, text: str, settings: SamplerSettings) -> list[tuple[list[int], list[float]]]:
+def _chunks(tokenizer, text: str, settings: SamplerConfig) -> list[tuple[list[int], list[float]]]:
     comma = tokenizer(",", add_special_tokens=False)["input_ids"]
     return prompt_chunks.chunk_tokens(
         prompt_chunks.tokenize(tokenizer, prompt_chunks.fragments(text, settings.prompt_weighting)),
@@ -38,12 +35,12 @@ def _chunks(tokenizer, text: str, settings: SamplerSettings) -> list[tuple[list[
     )
 
 
-def prompt_chunk_count(pipe, text: str, settings: SamplerSettings) -> int:
+def prompt_chunk_count(pipe, text: str, settings: SamplerConfig) -> int:
     """How many 77-token text-encoder passes `text` takes (always 1 in truncate mode)."""
     return max(len(_chunks(tokenizer, text, settings)) for tokenizer, _ in text_encoders(pipe))
 
 
-def _chunk_ids(tokenizer, texts: Sequence[str], settings: SamplerSettings, n_chunks: int):
+def _chunk_ids(tokenizer, texts: Sequence[str], settings: SamplerConfig, n_chunks: int):
     """(ids, weights), each (len(texts), n_chunks, 77): BOS + tokens + EOS + padding per chunk,
     as `tokenizer(..., padding="max_length", truncation=True)` lays out one; a text with fewer
     chunks is padded with empty ones (BOS, EOS, padding), as A1111 pads."""
@@ -76,7 +73,7 @@ def _emphasis(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def encode_prompts(
-    pipe, texts: Sequence[str], settings: SamplerSettings, n_chunks: int = 1
+    pipe, texts: Sequence[str], settings: SamplerConfig, n_chunks: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(embeddings (len(texts), 77 * n_chunks, dims), pooled (len(texts), dims)) of SDXL's two
     text encoders, read as `settings` says (long_prompts, prompt_weighting, clip_skip)."""
@@ -101,7 +98,7 @@ def encode_prompts(
     return torch.cat(embeds, dim=-1), pooled
 
 
-def prompt_conditioning(pipe, prompts: list[str], settings: SamplerSettings, n_chunks: int) -> dict:
+def prompt_conditioning(pipe, prompts: list[str], settings: SamplerConfig, n_chunks: int) -> dict:
     """The pipeline's text inputs for one call: embeddings for SDXL, prompt strings otherwise."""
     if getattr(pipe, "text_encoder_2", None) is None:  # not SDXL: diffusers encodes, as before
         if n_chunks > 1 or settings.prompt_weighting or settings.clip_skip is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from bespoke_exp.pixelart import CELLS
 from bespoke_exp.pixelart.blank import blank_reason
 from bespoke_exp.pixelart.colors import SKIN_TONES, delta_e, name_colors, skin_label, to_lab
 from bespoke_exp.pixelart.grid import GridFit, as_rgb_array, fit_grid, recover_cells
@@ -52,7 +53,7 @@ def evaluate(
     image: Image.Image | np.ndarray,
     prompt: str,
     *,
-    cells: int = 24,
+    cells: int = CELLS,
     expectations: Sequence[Expectation | str] | None = None,
     palette: str | Sequence | np.ndarray | None = "demo",
     weights: Mapping[str, float] | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from bespoke_exp.pixelart import CELLS
 from bespoke_exp.pixelart.cells import Box, Cell
 from bespoke_exp.pixelart.colors import COLOR_ALIASES, COLOR_MODIFIERS, NAMED_COLORS, SKIN_TONES, skin_label
 
@@ -148,7 +149,7 @@ class PixelArt(Expectation):
 class GridSize(Expectation):
     """`24x24 pixel grid portrait`: the picture fits a cells x cells grid of flat cells."""
 
-    cells: int = 24
+    cells: int = CELLS
 
     @property
     def name(self) -> str:
@@ -222,7 +223,7 @@ def _ranges(pattern: re.Pattern[str], text: str) -> list[int]:
     return [int(v) for m in pattern.finditer(text) for v in m.groups() if v is not None]
 
 
-def parse_phrase(phrase: str, cells: int = 24) -> tuple[list[Expectation], list[str], bool]:
+def parse_phrase(phrase: str, cells: int = CELLS) -> tuple[list[Expectation], list[str], bool]:
     """Expectations from one phrase, out-of-grid errors, and whether it named anything."""
     text = phrase.strip().lower()
     coords = [v for m in _POINT.finditer(text) for v in map(int, m.groups())]
@@ -320,7 +321,7 @@ def _phrases(text: str) -> list[tuple[str, int, int]]:
     return found
 
 
-def parse_prompt(text: str, cells: int = 24, read_limit: ReadLimit | None = None) -> ParsedPrompt:
+def parse_prompt(text: str, cells: int = CELLS, read_limit: ReadLimit | None = None) -> ParsedPrompt:
     """Every expectation the prompt states (see module docstring). With `read_limit`, a phrase
     that ends beyond what the text encoder read becomes one Unchecked entry instead."""
     parsed = ParsedPrompt()
@@ -344,7 +345,7 @@ def merge_expectations(parsed: list[Expectation], extra: list[Expectation]) -> l
     return list(by_name.values())
 
 
-def validate_prompt(text: str, cells: int = 24) -> None:
+def validate_prompt(text: str, cells: int = CELLS) -> None:
     """Raise ValueError naming the phrase and grid size if a coordinate is off the grid."""
     errors = parse_prompt(text, cells).errors
     if errors:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bespoke_exp.pixelart import CELLS
 from bespoke_exp.pixelart.colors import PROTOTYPES, delta_e, parse_color
 from bespoke_exp.pixelart.grid import recover_folder
 from bespoke_exp.scoring.expectations import parse_prompt
@@ -24,7 +25,7 @@ def palette_metrics(grid_lab: np.ndarray, palette_lab: np.ndarray) -> dict[str, 
     }
 
 
-def load_palette(source: str | Sequence | np.ndarray | None = "demo", cells: int = 24) -> np.ndarray:
+def load_palette(source: str | Sequence | np.ndarray | None = "demo", cells: int = CELLS) -> np.ndarray:
     """Reference palette as (K, 3) uint8 sRGB.
 
     Args:
@@ -45,7 +46,7 @@ def load_palette(source: str | Sequence | np.ndarray | None = "demo", cells: int
     return np.array(out, dtype=np.uint8).reshape(-1, 3)
 
 
-def prompt_palette(texts: Sequence[str], cells: int = 24) -> np.ndarray:
+def prompt_palette(texts: Sequence[str], cells: int = CELLS) -> np.ndarray:
     """(K, 3) uint8: the colours the prompts name (background, features, skin tones), for a
     real run without training images: the art should use these and little else."""
     names = {

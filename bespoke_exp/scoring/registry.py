@@ -94,16 +94,26 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("ref/exact", True, "mean", "share of cells with the reference's colour name"),
         MetricSpec("ref/near", True, "mean", "share of cells within dE 2 of the reference"),
         MetricSpec("score", True, "mean", "weighted mean of metric utilities (weights: conf/metrics)"),
+        # Lower is better for these three, so their utility runs from 1 (worst) down to 0 (best).
         MetricSpec(
             "quality/collapsed",
             False,
             "mean",
             "1 if the picture is one flat colour: every metric at its worst",
+            0.0,
+            1.0,
         ),
         MetricSpec(
-            "memorisation/nearest_match", False, "mean", "share of cells matching the closest training image"
+            "memorisation/nearest_match",
+            False,
+            "mean",
+            "share of cells matching the closest training image",
+            0.0,
+            1.0,
         ),
-        MetricSpec("memorisation/near_copy", False, "mean", "1 if the image near-copies a training image"),
+        MetricSpec(
+            "memorisation/near_copy", False, "mean", "1 if the image near-copies a training image", 0.0, 1.0
+        ),
         # Per-check pass rates that aggregate() adds, one key per check name.
         MetricSpec("check/*", True, "mean", "share of images passing this check (strict)"),
     ]

@@ -2,8 +2,9 @@
 
 The Hydra callback creates the parent run when the sweep starts and writes its id to
 `<sweep dir>/sweep.json` (see sweep.context), so jobs in any process attach to it.
-At the end the callback ranks the finished jobs (bespoke_exp.analysis: report, champion)
-and closes the parent with the children's overall status. Jobs reused from earlier
+At the end the callback hands the finished jobs to the end-of-sweep analysis the config names
+(`hydra.callbacks.mlflow_sweep.analyse`: ranking, report, champion) and closes the parent with
+the children's overall status. Jobs reused from earlier
 sweeps (identical work already FINISHED) are recorded on the parent and count as done.
 """
 
@@ -11,24 +12,26 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from bespoke_exp import tracking
-from bespoke_exp.analysis.load import SETTINGS_FILE
-from bespoke_exp.config import ConfigError, literal_text, register_resolvers, search_path_overrides
-from bespoke_exp.interrupts import interrupts_deferred
-from bespoke_exp.sweep.context import (
-    SweepContext,
-    expand_jobs,
-    new_sweep_id,
-    read_context,
-    this_process,
-    write_state,
+from bespoke_exp.config import (
+    ConfigError,
+    composition_problem,
+    literal_text,
+    register_resolvers,
+    search_path_overrides,
 )
-from bespoke_exp.sweep.validate import config_problems, raise_problems
+from bespoke_exp.config.overrides import expand_jobs
+from bespoke_exp.interrupts import interrupts_deferred
+from bespoke_exp.job.run import SweepContext, this_process
+from bespoke_exp.job.validate import config_problems, raise_problems
+from bespoke_exp.sweep.context import new_sweep_id, read_context, write_state
 
 # Launcher workers (joblib's loky processes, submitit's job processes) never run the CLI, but
 # they unpickle this callback before they compose their job's config, whose `paths` and
@@ -45,9 +48,14 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 class SweepCallback(Callback):
     """Hydra callback: parent run at multirun start, its final status at the end.
 
-    Hydra turns exceptions in callbacks into warnings, so every failure here ends in a
-    SystemExit with the parent run closed and the reason printed.
+    `analyse` is the dotted path of the end-of-sweep analysis, `f(config, context, register) ->
+    summary text`, run once every job is done (conf/config.yaml names the sweep's report; None:
+    only the parent's status). Hydra turns exceptions in callbacks into warnings, so every
+    failure here ends in a SystemExit with the parent run closed and the reason printed.
     """
+
+    def __init__(self, analyse: str | None = None) -> None:
+        self.analyse = analyse
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
@@ -105,7 +113,8 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         context = read_context(Path(str(config.hydra.sweep.dir)), 0)
         try:
-            _end_sweep(config, context)
+            analyse = get_method(self.analyse) if self.analyse else None
+            _end_sweep(config, context, analyse)
         except SystemExit:
             raise
         except BaseException as error:  # the parent must not stay RUNNING, whatever happened
@@ -136,7 +145,7 @@ def start_parent(
         "tracking": {"uri": str(config.tracking.uri), "experiment": str(config.tracking.experiment)},
         "prompts": str(config.prompts.name),
     }
-    tracking.log_dict(tracker, parent, settings, SETTINGS_FILE)
+    tracking.log_dict(tracker, parent, settings, tracking.SWEEP_SETTINGS)
     return parent
 
 
@@ -191,14 +200,18 @@ def sweep_problems(
                 config_name=str(config.hydra.job.config_name),
                 overrides=[*search_path_overrides(search_path), *job],
             )
-        except Exception as error:
-            problems[f"{' '.join(job)}: {str(error).splitlines()[0]}"] = None
+        except Exception as error:  # a wrong-typed swept value, a group option that is not there
+            problems[composition_problem(error)] = None
             continue
         problems.update(dict.fromkeys(config_problems(literal_text(composed))))
     return list(problems)
 
 
-def _end_sweep(config: DictConfig, context: SweepContext) -> None:
+def _end_sweep(
+    config: DictConfig,
+    context: SweepContext,
+    analyse: Callable[[DictConfig, SweepContext, bool], str] | None,
+) -> None:
     tracker = _connect(config)
     children, reused = tracking.sweep_runs(tracker, context.parent_run_id)
     finished = sum(run.info.status == "FINISHED" for run in children)
@@ -211,7 +224,7 @@ def _end_sweep(config: DictConfig, context: SweepContext) -> None:
         {"sweep/jobs_finished": finished, "sweep/jobs_reused": len(reused), "sweep/jobs_failed": failed},
     )
     # A sweep with failed jobs is still ranked, but registers no model version.
-    analysed = finished + len(reused) > 0 and _analyse(config, context, register=not failed)
+    analysed = finished + len(reused) > 0 and _analyse(analyse, config, context, register=not failed)
     if failed:  # the parent's page says why, as a job's does
         errors = [run.data.tags["error"] for run in children if "error" in run.data.tags]
         first = f"; the first: {errors[0][:1000]}" if errors else ""
@@ -230,21 +243,18 @@ def _end_sweep(config: DictConfig, context: SweepContext) -> None:
         raise SystemExit(1)
 
 
-def _analyse(config: DictConfig, context: SweepContext, register: bool) -> bool:
-    """Rank, report and register on the jobs that finished; a failure here is reported,
+def _analyse(
+    analyse: Callable[[DictConfig, SweepContext, bool], str] | None,
+    config: DictConfig,
+    context: SweepContext,
+    register: bool,
+) -> bool:
+    """Run the end-of-sweep analysis on the jobs that finished; a failure there is reported,
     never allowed to hide the jobs' own status."""
-    from bespoke_exp import analysis  # pandas, matplotlib: only when a sweep ends
-
-    t = config.tracking
+    if analyse is None:
+        return True
     try:
-        sweep = analysis.load_sweep(
-            context.parent_run_id, tracking_uri=str(t.uri), experiment=str(t.experiment)
-        )
-        rec = analysis.report_sweep(
-            sweep,
-            registered_model=t.get("registered_model") if register else None,
-            **analysis.options_from(config.analysis),
-        )
+        print("\n" + analyse(config, context, register), flush=True)
     except Exception as error:
         logging.getLogger(__name__).exception("sweep analysis failed")
         print(
@@ -252,9 +262,6 @@ def _analyse(config: DictConfig, context: SweepContext, register: bool) -> bool:
             file=sys.stderr,
         )
         return False
-    print("\n" + rec.to_markdown(top=5), flush=True)
-    if sweep.sweep_dir:
-        print(f"report: {sweep.sweep_dir / analysis.REPORT_DIR}", flush=True)
     return True
 
 
@@ -316,4 +323,4 @@ def summary_text(tracker: tracking.Tracker, context: SweepContext, children: lis
 
 def _connect(config: DictConfig) -> tracking.Tracker:
     t = config.tracking
-    return tracking.connect(str(t.uri), str(t.experiment), t.get("artifact_location"))
+    return tracking.connect(t.uri, t.experiment, t.artifact_location)

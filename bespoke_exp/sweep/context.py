@@ -4,68 +4,21 @@ global, so jobs in other processes or on other machines attach to the same paren
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import secrets
-import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from bespoke_exp.job.run import SweepContext
 
 STATE_FILE = "sweep.json"
 
 
-@dataclass(frozen=True)
-class SweepContext:
-    """What a job needs to know about the sweep it belongs to."""
-
-    sweep_id: str
-    parent_run_id: str
-    total_jobs: int | None
-    job_index: int = 0  # 0-based, Hydra's job.num
-    # "host:pid" of the process that started the sweep. A job running elsewhere runs in a
-    # launcher's worker (joblib, submitit), where a kill should end that job, not the sweep.
-    launched_by: str = ""
-
-    def in_worker(self) -> bool:
-        """True when this job runs in a process other than the one that launched the sweep."""
-        return bool(self.launched_by) and self.launched_by != this_process()
-
-
-def this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def new_sweep_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-def expand_jobs(task_overrides: list[str], sweeper_params: dict | None = None) -> list[list[str]] | None:
-    """Each job's overrides, in the order Hydra's basic sweeper runs them (the product of every
-    sweep's values); None when the overrides can't be parsed here (Hydra will say why)."""
-    overrides = list(task_overrides) + [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:
-        return None
-    axes = []
-    for override in parsed:
-        if override.is_sweep_override():
-            key = override.get_key_element()
-            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        else:
-            axes.append([override.input_line])
-    return [list(job) for job in itertools.product(*axes)]
-
-
-def count_jobs(task_overrides: list[str], sweeper_params: dict | None = None) -> int | None:
-    """How many jobs the basic sweeper will run: the product of each sweep's length."""
-    jobs = expand_jobs(task_overrides, sweeper_params)
-    return None if jobs is None else len(jobs)
 
 
 def write_state(sweep_dir: Path, context: SweepContext) -> Path:

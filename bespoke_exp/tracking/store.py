@@ -5,17 +5,14 @@ id can travel to any worker process and jobs in one process never step on each o
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import socket
 import sqlite3
-import tempfile
 import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +40,9 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_REUSED_PREFIX = "bespoke.reused."
 TAG_HOST = "bespoke.host"  # the machine and process running a run, for orphan detection
 TAG_PID = "bespoke.pid"
+# The parent run's record of how its sweep ran (overrides, config folders, analysis settings,
+# store), which `rank` and `rescore` read to redo its analysis as it was run.
+SWEEP_SETTINGS = "sweep/settings.json"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
 
 
@@ -196,7 +196,7 @@ def connect(uri: str, experiment: str, artifact_location: str | None = None) -> 
     return Tracker(client=client, uri=uri, experiment_id=experiment_id, experiment_name=experiment)
 
 
-def read_client(uri: str) -> MlflowClient:
+def read_client(uri: str) -> ShieldedClient:
     """A client for reading an existing store: nothing is created, locked or written."""
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):
@@ -220,6 +220,10 @@ def open_store(uri: str, experiment: str) -> Tracker:
         state = "is deleted" if found is not None else "does not exist"
         raise SweepNotFound(f"experiment {experiment!r} {state} in the tracking store {uri}")
     return Tracker(client=client, uri=uri, experiment_id=found.experiment_id, experiment_name=experiment)
+
+
+class SweepNotFound(LookupError):
+    """No sweep (or no such sweep) in the experiment; the message says what was searched."""
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -272,44 +276,19 @@ def log_params(tracker: Tracker, run_id: str, params: Mapping[str, str]) -> None
 
 def log_metrics(tracker: Tracker, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
     """One batched write (a single sqlite write costs ~3 ms per metric)."""
+    log_points(tracker, run_id, [(key, value, step) for key, value in metrics.items()])
+
+
+def log_points(tracker: Tracker, run_id: str, points: Iterable[tuple[str, float, int]]) -> None:
+    """(key, value, step) metric points, in batches of MLflow's 1000."""
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    items = [Metric(key, float(value), now, int(step)) for key, value, step in points]
     for start in range(0, len(items), 1000):
         tracker.client.log_batch(run_id, metrics=items[start : start + 1000])
 
 
 def set_tags(tracker: Tracker, run_id: str, tags: Mapping[str, str]) -> None:
     tracker.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-
-
-def log_artifacts(tracker: Tracker, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
-    tracker.client.log_artifacts(run_id, str(local_dir), artifact_path)
-
-
-def log_artifact(tracker: Tracker, run_id: str, local_file: Path, artifact_path: str | None = None) -> None:
-    tracker.client.log_artifact(run_id, str(local_file), artifact_path)
-
-
-def log_image(tracker: Tracker, run_id: str, image, key: str) -> None:
-    """Into the run's image view in the UI (not just the artifact tree)."""
-    tracker.client.log_image(run_id, image, key=key, step=0)
-
-
-def log_table(tracker: Tracker, run_id: str, rows: list[dict], artifact_file: str) -> None:
-    """A JSON table the UI renders (and `mlflow.load_table` reads back)."""
-    if rows:
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        data = {c: [row.get(c) for row in rows] for c in columns}
-        tracker.client.log_table(run_id, data=data, artifact_file=artifact_file)
-
-
-def log_text(tracker: Tracker, run_id: str, text: str, artifact_file: str) -> None:
-    tracker.client.log_text(run_id, text, artifact_file)
-
-
-def set_run_description(tracker: Tracker, run_id: str, markdown: str) -> None:
-    """The run page's description box (rendered Markdown)."""
-    tracker.client.set_tag(run_id, "mlflow.note.content", markdown)
 
 
 def _retry_while_locked(call, *args, attempts: int = 6, **kwargs):
@@ -339,14 +318,9 @@ def fail_run(tracker: Tracker, run_id: str, error: BaseException) -> None:
     message = f"{type(error).__name__}: {error}"
     try:
         _retry_while_locked(set_tags, tracker, run_id, {"error": message[:5000]})
-        log_text(tracker, run_id, "".join(traceback.format_exception(error)), "error/traceback.txt")
+        tracker.client.log_text(run_id, "".join(traceback.format_exception(error)), "error/traceback.txt")
     finally:
         finish_run(tracker, run_id, failure_status(error))
-
-
-def child_runs(tracker: Tracker, parent_run_id: str) -> list:
-    """Every run nested under the parent, all pages."""
-    return _all_pages(tracker.client, [tracker.experiment_id], f"tags.`{TAG_PARENT}` = '{parent_run_id}'")
 
 
 def _all_pages(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list:
@@ -374,273 +348,3 @@ def _newest_with_tags(tracker: Tracker, tags: Mapping[str, str], max_results: in
 def find_job_runs(tracker: Tracker, identity: Mapping[str, str]) -> list:
     """Job runs (any status) whose tags equal `identity`, newest first."""
     return _newest_with_tags(tracker, {TAG_ROLE: "job", **identity}, max_results=100)
-
-
-def sweep_runs(tracker: Tracker, parent_run_id: str) -> tuple[list, list]:
-    """(runs nested under the parent, earlier runs the sweep reused instead of redoing)."""
-    parent = tracker.client.get_run(parent_run_id)
-    reused_ids = [v for k, v in sorted(parent.data.tags.items()) if k.startswith(TAG_REUSED_PREFIX)]
-    return child_runs(tracker, parent_run_id), [tracker.client.get_run(i) for i in dict.fromkeys(reused_ids)]
-
-
-def close_orphans(uri: str, client: MlflowClient | None = None) -> list[str]:
-    """Mark KILLED the runs this machine started, in any experiment of the store, whose process
-    is gone (SIGKILL, a crash or a full disk the process could not survive): without this they
-    would stay RUNNING for good. Runs of other machines are left alone, and so is a store this
-    process can't write. Returns the ids closed."""
-    if not store_writable(uri):
-        return []
-    client = client or read_client(uri)
-    host = socket.gethostname()
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    running = _all_pages(
-        client, experiments, f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = '{host}'"
-    )
-    closed = []
-    for run in filter(orphaned, running):
-        reason = f"orphaned: process {run.data.tags[TAG_PID]} on {host} ended without closing this run"
-        client.set_tag(run.info.run_id, "error", reason)
-        _retry_while_locked(client.set_terminated, run.info.run_id, status="KILLED")
-        closed.append(run.info.run_id)
-    return closed
-
-
-def orphaned(run) -> bool:
-    """A RUNNING run started on this machine by a process that is gone."""
-    pid = run.data.tags.get(TAG_PID, "")
-    return (
-        run.info.status == "RUNNING"
-        and run.data.tags.get(TAG_HOST) == socket.gethostname()
-        and pid.isdigit()
-        and not _process_alive(int(pid))
-    )
-
-
-def store_writable(uri: str) -> bool:
-    """Whether this process may write the store (a reading command closes orphans only then):
-    a SQLite file and its folder writable by us; a server is assumed writable."""
-    scheme = urlparse(uri).scheme
-    if scheme != "sqlite":
-        return scheme in ("http", "https")
-    database = _sqlite_path(uri)  # access() also says no on a read-only filesystem, even to root
-    return os.access(database, os.W_OK) and os.access(database.parent, os.W_OK)
-
-
-def close_running_children(tracker: Tracker, parent_run_id: str, reason: str) -> list[str]:
-    """Mark KILLED the parent's child runs still RUNNING once its launcher has given up: a
-    launcher worker killed outright (SIGKILL, out of memory, a node lost) cannot close its own
-    run, and joblib stops the other workers' jobs with it. Returns the ids closed."""
-    running = [run for run in child_runs(tracker, parent_run_id) if run.info.status == "RUNNING"]
-    for run in running:
-        set_tags(tracker, run.info.run_id, {"error": reason[:5000]})
-        finish_run(tracker, run.info.run_id, "KILLED")
-    return [run.info.run_id for run in running]
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but another user's
-        return True
-    return True
-
-
-class SweepNotFound(LookupError):
-    """No sweep (or no such sweep) in the experiment; the message says what was searched."""
-
-
-# Sweep ids (20261203-130101-ab12) and run ids (32 hex digits): anything else is refused before
-# it reaches a search filter, where a quote would break the query.
-_SWEEP_REF = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def check_sweep_ref(sweep: str) -> None:
-    """SweepNotFound, with the expected forms, for a `--sweep` value no sweep can have."""
-    if not _SWEEP_REF.fullmatch(sweep):
-        raise SweepNotFound(
-            f"--sweep {sweep!r} is neither a sweep id (like 20261203-130101-ab12) nor a parent run id "
-            "(32 hex digits)"
-        )
-
-
-def find_sweep_experiment(uri: str, sweep: str | None = None) -> str | None:
-    """The name of the experiment holding the sweep (the newest sweep when None), searching
-    every active experiment in the store, which is only read; None when there is no such sweep."""
-    if sweep:
-        check_sweep_ref(sweep)
-    client = read_client(uri)
-    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
-    if not experiments:
-        return None
-    clauses = f"tags.`{TAG_ROLE}` = 'sweep'" + (f" and tags.`{TAG_SWEEP_ID}` = '{sweep}'" if sweep else "")
-    found = client.search_runs(
-        list(experiments), clauses, order_by=["attributes.start_time DESC"], max_results=1
-    )
-    if not found and sweep:
-        try:
-            found = [client.get_run(sweep)]
-        except Exception:  # not a run id either
-            return None
-    return experiments.get(found[0].info.experiment_id) if found else None
-
-
-def find_sweep(tracker: Tracker, sweep: str | None = None):
-    """The parent run of a sweep: the latest by default, else by sweep id or parent run id."""
-    if sweep:
-        check_sweep_ref(sweep)
-    found = _newest_with_tags(
-        tracker, {TAG_ROLE: "sweep", **({TAG_SWEEP_ID: sweep} if sweep else {})}, max_results=1
-    )
-    if found:
-        return found[0]
-    if sweep:
-        try:
-            run = tracker.client.get_run(sweep)
-        except Exception:
-            run = None
-        if run is not None and run.data.tags.get(TAG_ROLE) == "sweep":
-            return run
-    what = f"sweep {sweep!r} (looked for a sweep id or parent run id)" if sweep else "sweep"
-    raise SweepNotFound(
-        f"no {what} in experiment {tracker.experiment_name!r} at {tracker.uri}; "
-        "run one with `python -m bespoke_exp -m epoch=1,2,...,10 guidance=5,7.5,10`"
-    )
-
-
-def recent_sweeps(tracker: Tracker, max_results: int = 50) -> list:
-    """The experiment's sweep parent runs, newest first."""
-    return _newest_with_tags(tracker, {TAG_ROLE: "sweep"}, max_results=max_results)
-
-
-def list_artifacts(tracker: Tracker, run_id: str, folder: str) -> list[str]:
-    """Paths of the files directly in a run's artifact `folder`."""
-    return [a.path for a in tracker.client.list_artifacts(run_id, folder) if not a.is_dir]
-
-
-def model_version_tags(tracker: Tracker, name: str, version: str) -> dict[str, str]:
-    return dict(tracker.client.get_model_version(name, version).tags)
-
-
-def log_dict(tracker: Tracker, run_id: str, data: dict, artifact_file: str) -> None:
-    tracker.client.log_dict(run_id, data, artifact_file)
-
-
-def load_dict(tracker: Tracker, run_id: str, artifact_file: str) -> dict | None:
-    """A JSON artifact written by `log_dict`, or None when the run has none."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = tracker.client.download_artifacts(run_id, artifact_file, tmp)
-        except Exception:  # MLflow raises several types for a missing artifact
-            return None
-        return json.loads(Path(path).read_text())
-
-
-def load_table(tracker: Tracker, run_id: str, artifact_file: str) -> list[dict]:
-    """Rows of a table written by `log_table`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(run_id, artifact_file, tmp)
-        table = json.loads(Path(path).read_text())
-    return [dict(zip(table["columns"], row)) for row in table["data"]]
-
-
-def download_artifact(tracker: Tracker, run_id: str, artifact_path: str, destination: Path) -> Path:
-    destination.mkdir(parents=True, exist_ok=True)
-    return Path(tracker.client.download_artifacts(run_id, artifact_path, str(destination)))
-
-
-def record_reuse(tracker: Tracker, parent_run_id: str, job_index: int, reused_run_id: str) -> None:
-    """On the sweep's parent run: job `job_index` was not re-run, `reused_run_id` did its work."""
-    set_tags(tracker, parent_run_id, {f"{TAG_REUSED_PREFIX}{job_index}": reused_run_id})
-
-
-def register_model_version(
-    tracker: Tracker, name: str, *, run_id: str, artifact_path: str, tags: Mapping[str, str]
-) -> str:
-    """Register `runs:/<run_id>/<artifact_path>` as a new version of `name` (created if new)."""
-    client = tracker.client
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name, description="LoRA checkpoints recommended by bespoke_exp sweeps")
-    version = client.create_model_version(
-        name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=tags
-    )
-    return str(version.version)
-
-
-def alias_holder(tracker: Tracker, name: str, alias: str) -> tuple[str, dict[str, str]] | None:
-    """(version, tags) of the version of `name` holding `alias`, or None."""
-    try:
-        version = tracker.client.get_model_version_by_alias(name, alias)
-    except Exception:  # MLflow raises when no version holds the alias
-        return None
-    return str(version.version), dict(version.tags)
-
-
-def set_alias(tracker: Tracker, name: str, alias: str, version: str) -> None:
-    tracker.client.set_registered_model_alias(name, alias, version)
-
-
-# --- Step-wise histories, step images and replaceable tables (the sweep's dashboard) ---------------
-# MLflow can't delete metric points or images, so re-logging a sweep's dashboard (`rank --log`)
-# must write only what is not there yet: these writers skip every (key, step) already present.
-
-
-def run_ui_url(tracker: Tracker, run_id: str, port: int = 5000, tab: str = "model-metrics") -> str:
-    """A run's page in `mlflow ui`; the "model-metrics" tab draws its metric histories and step images
-    (route `/experiments/:experimentId/runs/:runUuid/:tab` in the 3.17 UI)."""
-    return f"http://127.0.0.1:{port}/#/experiments/{tracker.experiment_id}/runs/{run_id}/{tab}"
-
-
-def metric_steps(tracker: Tracker, run_id: str, key: str) -> set[int]:
-    """The steps of `key` already logged on the run (empty when it has none)."""
-    return {m.step for m in tracker.client.get_metric_history(run_id, key)}
-
-
-def log_new_metric_steps(tracker: Tracker, run_id: str, histories: Mapping[str, Mapping[int, float]]) -> int:
-    """Log `key -> {step: value}` histories, leaving out every (key, step) the run already has, in
-    batches; returns the number of points written."""
-    now = int(time.time() * 1000)
-    items = []
-    for key, points in histories.items():
-        done = metric_steps(tracker, run_id, key)
-        items += [Metric(key, float(v), now, int(s)) for s, v in sorted(points.items()) if int(s) not in done]
-    for start in range(0, len(items), 1000):
-        tracker.client.log_batch(run_id, metrics=items[start : start + 1000])
-    return len(items)
-
-
-def logged_image_steps(tracker: Tracker, run_id: str) -> set[tuple[str, int]]:
-    """(key, step) of every step image on the run. MLflow 3.17 stores one as
-    `images/<key, '/' as '~'>+step+<step>+timestamp+<ms>+<uuid>.png` (plus a `+compressed.webp`)."""
-    found = set()
-    for path in list_artifacts(tracker, run_id, "images"):
-        name = path.rsplit("/", 1)[-1]
-        parts = name.split("+")
-        if len(parts) >= 4 and parts[1] == "step" and parts[2].lstrip("-").isdigit():
-            found.add((parts[0].replace("~", "/"), int(parts[2])))
-    return found
-
-
-def log_step_image(tracker: Tracker, run_id: str, image, key: str, step: int) -> None:
-    """One frame of the UI's image card for `key`: its slider moves through the steps."""
-    tracker.client.log_image(run_id, image, key=key, step=int(step))
-
-
-def replace_table(tracker: Tracker, run_id: str, rows: list[dict], artifact_file: str) -> None:
-    """Like `log_table`, but a second call replaces the table instead of appending to it (MLflow's
-    `log_table` appends to an existing file): the file is rewritten in the same JSON form."""
-    folder, _, name = artifact_file.rpartition("/")
-    if name not in {p.rsplit("/", 1)[-1] for p in list_artifacts(tracker, run_id, folder or None)}:
-        log_table(tracker, run_id, rows, artifact_file)
-        return
-    import pandas as pd  # what MLflow writes tables with; only needed on this path
-
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    table = pd.DataFrame({c: [row.get(c) for row in rows] for c in columns})
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        table.to_json(path, orient="split", index=False, date_format="iso")
-        tracker.client.log_artifact(run_id, str(path), folder or None)

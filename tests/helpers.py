@@ -1,0 +1,301 @@
+"""Plain builders the tests share (fixtures live in conftest.py): commands, stores, sweeps,
+LoRA files, config folders and a tiny random-weight pipeline, each written once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from bespoke_exp.config import ConfigError, compose_config
+
+# Heavy imports (torch, the validation's colour science) stay inside the helpers that need them:
+# subprocesses import this module to build stores, and must start quickly.
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "bespoke_exp"
+# The demo's kohya file names: STEM-000001.safetensors ... STEM.safetensors (the last epoch).
+STEM = "Bespoke_Punks_24x24_Pixel_Art"
+SECRET = "s3cr3t-token-value"  # an environment variable's value that must never be logged
+
+
+def sqlite_uri(folder: Path) -> str:
+    """The tracking URI of a SQLite store under `folder`, where the sweep command puts one."""
+    return f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+
+
+# --- config ------------------------------------------------------------------------------
+
+
+def problems_with(*overrides: str) -> list[str]:
+    """What refusing `overrides` says: composing's one line for a value of the wrong type or a key
+    that does not exist, else every problem `config_problems` finds in the composed config."""
+    from bespoke_exp.job.validate import config_problems
+
+    try:
+        cfg = compose_config(list(overrides))
+    except ConfigError as error:
+        return [str(error)]
+    return config_problems(cfg)
+
+
+def user_prompts(folder: Path, items: list[dict], name: str = "mine") -> Path:
+    """A user's own config folder (for --config-dir / hydra.searchpath) holding prompts/<name>.yaml."""
+    (folder / "prompts").mkdir(parents=True, exist_ok=True)
+    (folder / "prompts" / f"{name}.yaml").write_text(
+        OmegaConf.to_yaml({"name": name, "cells": 24, "items": items})
+    )
+    return folder
+
+
+# --- the sweep command -------------------------------------------------------------------
+
+
+def small_sweep_command(demo_dir: Path, *overrides: str, multirun: bool = True) -> list[str]:
+    """`python -m bespoke_exp` on the test demo, shrunk for speed (2 steps, 192 px: one latent per cell)."""
+    return [
+        sys.executable, "-m", "bespoke_exp", *(["-m"] if multirun else []), f"paths.demo={demo_dir}",
+        "prompts=seed_tests", "sampler.steps=2", "sampler.width=192", "sampler.height=192", *overrides,
+    ]  # fmt: skip
+
+
+def my_lora_folder(folder: Path, names: list[str]) -> list[str]:
+    """Empty files `names` in `folder`, and the overrides that make it the checkpoint folder of a
+    kohya run `My_Lora` of 8 epochs (`epoch=all` reads the epochs from the file names)."""
+    for name in names:
+        (folder / name).write_bytes(b"")
+    return ["checkpoint=folder", f"checkpoint.dir={folder}", "checkpoint.stem=My_Lora", "checkpoint.epochs=8"]
+
+
+# --- sweeps in a store, without generating -----------------------------------------------
+
+
+def one_job_sweep(
+    tracker,
+    lora: Path,
+    *,
+    sha: str,
+    score: float = 0.6,
+    sweep_id: str = "s-1",
+    metric: str = "score",
+    poor: float = 0.5,
+    **recorded,
+):
+    """A `Sweep` over one real job run in the store whose checkpoint is `lora`, recorded with
+    `sha`, two images scoring `score` on `metric` (poor below `poor`, in its direction), and its
+    recommendation; `recorded` sets prompt_set / scoring_identity."""
+    import pandas as pd
+
+    from bespoke_exp import analysis, tracking
+    from bespoke_exp.config.schema import AnalysisConfig, Thresholds
+
+    parent = tracking.start_run(tracker, "sweep", tags={tracking.TAG_ROLE: "sweep"})
+    job = tracking.start_run(tracker, "epoch=01 guidance=5", parent_run_id=parent)
+    job_row = {"run_id": job, "epoch": 1, "guidance": 5.0, "checkpoint": str(lora)}
+    images = pd.DataFrame(
+        [{**job_row, "prompt_id": "p", "split": "", "seed": s, metric: score} for s in (0, 1)]
+    )
+    runs = pd.DataFrame([{**job_row, "checkpoint_sha256": sha}])
+    sweep = analysis.Sweep(
+        tracker,
+        parent,
+        sweep_id,
+        runs,
+        images,
+        final_epoch=10,
+        epochs=[1],
+        guidances=[5.0],
+        cells=24,
+        sweep_dir=None,
+        **recorded,
+    )
+    settings = AnalysisConfig(metric=metric, n_boot=100, thresholds=Thresholds(poor=poor))
+    return sweep, analysis.recommend(sweep, settings)
+
+
+def make_sweep(
+    uri: str, *, status: str = "FINISHED", jobs: int = 2, finished: int = 2, pid: int | None = None
+) -> str:
+    """A sweep in the store as the sweep command leaves it: a parent run with `jobs` jobs, of which
+    `finished` FINISHED (per-image tables and all); the parent `status`, RUNNING by process `pid`.
+    Experiment "reading"; returns the parent's run id."""
+    from bespoke_exp import tracking
+
+    tracker = tracking.connect(uri, "reading")
+    tags = {tracking.TAG_ROLE: "sweep", tracking.TAG_SWEEP_ID: "20261203-120000-abcd"}
+    if pid is not None:
+        tags[tracking.TAG_PID] = str(pid)
+    parent = tracking.start_run(tracker, "sweep", params={"sweep.jobs": str(jobs)}, tags=tags)
+    for epoch in range(1, finished + 1):
+        job = tracking.start_run(
+            tracker,
+            f"epoch={epoch:02d} guidance=1.5",
+            parent_run_id=parent,
+            params={"checkpoint.epochs": "10", "prompts.name": "demo"},
+            tags={tracking.TAG_ROLE: "job", "epoch": str(epoch), "guidance": "1.5"},
+        )
+        rows = [
+            {"prompt_id": p, "split": "heldout", "seed": s, "score": 0.5 + 0.1 * epoch + 0.01 * s}
+            for p in ("a", "b")
+            for s in (0, 1)
+        ]
+        tracking.log_table(tracker, job, rows, "metrics/per_image.json")
+        tracking.finish_run(tracker, job)
+    if status != "RUNNING":
+        tracking.finish_run(tracker, parent, status)
+    return parent
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return dead.pid
+
+
+# --- filesystems ---------------------------------------------------------------------------
+
+
+@contextmanager
+def tmpfs(size: str) -> Iterator[Path]:
+    """A small real filesystem of its own (read-only or full on demand), or a skip saying why."""
+    folder = Path(tempfile.mkdtemp(prefix="bespoke-tmpfs-"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        folder.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root with CAP_SYS_ADMIN")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+        folder.rmdir()
+
+
+def read_only(folder: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+
+# --- LoRA files ----------------------------------------------------------------------------
+
+# Module names as trainers write them (a `.lora_down.weight` etc. is added per module).
+SDXL_KOHYA = [  # kohya sd-scripts on SDXL: SGM UNet names, two text encoders
+    "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+    "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+    "lora_te2_text_model_encoder_layers_0_self_attn_q_proj",
+]
+SD1_KOHYA = [
+    "lora_te_text_model_encoder_layers_0_self_attn_q_proj",
+    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+]
+FLUX_KOHYA = [  # kohya's FLUX LoRAs also train CLIP-L under lora_te1_
+    "lora_unet_double_blocks_0_img_attn_qkv",
+    "lora_unet_single_blocks_37_linear1",
+    "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+]
+
+
+def write_lora(
+    path: Path,
+    modules: Sequence[str] | Mapping[str, tuple[int, int]] = SDXL_KOHYA,
+    *,
+    rank: int | Mapping[str, int] = 4,
+    alpha: float | Mapping[str, float] | None = 2.0,
+    metadata: dict[str, str] | None = None,
+    seed: int = 0,
+) -> Path:
+    """A kohya-format LoRA file with small random tensors: per module `.lora_down.weight`
+    (rank x in), `.lora_up.weight` (out x rank) and, unless `alpha` is None, `.alpha`.
+    `modules` names the modules (8 features in and out), or maps each name to its
+    (in_features, out_features); `rank` and `alpha` are one value, or one per module."""
+    import torch
+    from safetensors.torch import save_file
+
+    sizes = modules if isinstance(modules, Mapping) else {module: (8, 8) for module in modules}
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for module, (features_in, features_out) in sizes.items():
+        r = rank[module] if isinstance(rank, Mapping) else rank
+        tensors[f"{module}.lora_down.weight"] = torch.randn(r, features_in, generator=generator)
+        tensors[f"{module}.lora_up.weight"] = torch.randn(features_out, r, generator=generator)
+        if alpha is not None:
+            a = alpha[module] if isinstance(alpha, Mapping) else alpha
+            tensors[f"{module}.alpha"] = torch.tensor(float(a))
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def write_not_a_lora(path: Path) -> Path:
+    """A real safetensors file holding a base model's tensor and no LoRA weights."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"model.diffusion_model.conv_in.weight": torch.zeros(4, 4)}, str(path))
+    return path
+
+
+def write_kohya_run(folder: Path) -> Path:
+    """A kohya run of 5 epochs named Run, with epoch 3's file missing (`Run.safetensors` is epoch 5)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for epoch in (1, 2, 4):
+        write_lora(folder / f"Run-{epoch:06d}.safetensors", metadata=kohya_metadata(epoch), seed=epoch)
+    write_lora(folder / "Run.safetensors", metadata=kohya_metadata(5), seed=5)
+    return folder
+
+
+def kohya_metadata(epoch: int, num_epochs: int = 5, **changes: str) -> dict[str, str]:
+    """The header kohya's train_network writes (all strings), for epoch `epoch`."""
+    import json
+
+    metadata = {
+        "ss_epoch": str(epoch),
+        "ss_num_epochs": str(num_epochs),
+        "ss_steps": str(25 * epoch),
+        "ss_max_train_steps": str(25 * num_epochs),
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": "4",
+        "ss_network_alpha": "2.0",
+        "ss_base_model_version": "sdxl_base_v1-0",
+        "ss_sd_model_name": "sd_xl_base_1.0.safetensors",
+        "ss_resolution": "(1024, 1024)",
+        "ss_learning_rate": "0.0001",
+        "ss_unet_lr": "0.0001",
+        "ss_text_encoder_lr": "5e-05",
+        "ss_total_batch_size": "2",
+        "ss_optimizer": "bitsandbytes.optim.adamw.AdamW8bit",
+        "ss_lr_scheduler": "cosine_with_restarts",
+        "ss_num_train_images": "50",
+        "ss_cache_latents": "True",
+        "ss_seed": "42",
+        "ss_training_finished_at": str(1_700_000_000 + epoch),
+        "ss_dataset_dirs": json.dumps({"10_bespoke": {"n_repeats": 10, "img_count": 5}}),
+        "ss_tag_frequency": json.dumps(
+            {"10_bespoke": {"TOK bespoke": 5, "pixel art": 5, "black pupils": 2, "blue background": 1}}
+        ),
+    }
+    return {**metadata, **{f"ss_{key}": value for key, value in changes.items()}}
+
+
+# --- a pipeline that is not the trained demo -----------------------------------------------
+
+
+def save_tiny_pipeline(folder: Path, seed: int = 0) -> Path:
+    """A seeded random-weight pipeline of the demo's architecture (two CLIP text encoders, a
+    text-time UNet, a 4-level VAE: diffusers' `get_dummy_components` recipe), written with
+    `save_pretrained` so `load_pipeline` loads it as it loads any model folder. For tests that
+    need a real pipeline's shapes, tokenizers and scheduler config, not the demo's training."""
+    import torch
+
+    from bespoke_exp.demo.tiny_pipeline import build_tiny_pipeline
+
+    with torch.random.fork_rng():  # the global generator stays as the other tests left it
+        torch.manual_seed(seed)
+        build_tiny_pipeline(folder.parent / f"{folder.name}-tokenizer").save_pretrained(folder)
+    return folder
