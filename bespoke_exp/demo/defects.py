@@ -7,12 +7,14 @@ metrics can be measured against a known truth.
     >>> img.size
     (1024, 1024)
 
-Each class imitates one thing SDXL outputs really show ; ``combined`` stacks milder versions of all of them
-and is the hardest class in ``scripts/bench_pixels.py``. Strengths are drawn per image
-from ranges scaled to the cell width, so the same classes work at 256 and 1024 px.
-The last five are this harness's versions of issue 11's table of real-output defects.
-`claim_phrases` gives true and false prompt claims about a portrait, for measuring how
-well the prompt checks keep their verdicts on the defective image.
+Each class imitates one thing SDXL outputs really show; ``combined`` stacks milder
+versions of all of them. Strengths are drawn per image from ranges scaled to the cell
+width, so the same classes work at 256 and 1024 px. The last five of DEFECT_CLASSES are
+this harness's versions of issue 11's table of real-output defects; ISSUE26_CLASSES are
+issue 26's (smooth upscales straight from the art, texture inside cells, both at once,
+and its partial frame). `claim_phrases` gives true and false prompt claims about a
+portrait, for measuring how well the prompt checks keep their verdicts on the defective
+image.
 """
 
 from __future__ import annotations
@@ -41,6 +43,22 @@ DEFECT_CLASSES: tuple[str, ...] = (
     "drift_blur",  # low-frequency colour drift of a few levels plus mild blur
     "offset_partial",  # art 84-98% of the frame at any offset, its background running on to the edge
 )
+
+# Issue 26's classes: the two kinds of softness that call for opposite cell-colour
+# estimators, their mix, and the issue's partial frame. Not in DEFECT_CLASSES: a picture
+# this soft is no longer pixel art, and the `pixel_art` prompt check rightly fails it
+# (tests/scoring/test_prompt_checks.py demands that every check of a portrait's own
+# caption passes on DEFECT_CLASSES).
+ISSUE26_CLASSES: tuple[str, ...] = (
+    "bicubic",  # PIL BICUBIC straight from 24x24 to the frame, nothing else
+    "lanczos",  # PIL LANCZOS straight from 24x24: wider ramps, stronger ringing
+    "texture",  # nearest + smooth colour field (sd 10 levels, correlation ~32 px) + blur 1.2 px
+    "texture_mix",  # texture of varied strength (sd 6-14) and grain (correlation 12-64 px), blur 0.6-2 px
+    "soft_texture",  # bicubic or Lanczos upscale plus texture sd 4-10 (VAE output shows both)
+    "partial_blur",  # art 84-98% of the frame at an offset, its own background beyond, blur 1 px
+    "padded_blur",  # the same on a padding colour of its own (the issue's other reading)
+)
+ALL_CLASSES: tuple[str, ...] = DEFECT_CLASSES + ISSUE26_CLASSES
 
 # Cell pitch of `offset_partial` art at 1024 px (scaled with the size): 24 cells then
 # cover 84-98% of the frame, as in real outputs whose cells are not 1024/24 px.
@@ -165,6 +183,66 @@ def _smooth(grid: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray
     return np.asarray(small.resize((size, size), Image.BICUBIC))
 
 
+def colour_field(shape: tuple[int, int], sd: float, corr: float, rng: np.random.Generator) -> np.ndarray:
+    """(h, w, 3) float32 smooth random colour field, independent per channel: Gaussian
+    autocorrelation that falls to 1/e at `corr` pixels; `sd` levels is the colour's rms
+    deviation over its three channels together (sd / sqrt(3) per channel). At sd 10 and
+    32 px the plain estimators score about as issue 26's table has them: the centre pixel
+    ~0.92 of cells within 12 levels (0.891 there), PIL BOX's whole-cell mean ~0.98 (0.955).
+
+    Texture inside cells, as VAE-decoded outputs show: it varies within a cell (unlike
+    `_drift`'s frame-wide waves), so no small window at a cell's centre sees its mean.
+    """
+    h, w = shape
+    # White noise smoothed on a grid a few times coarser than the grain, then
+    # interpolated up: the field a full-size filter would give, for a fraction of the cost.
+    step = max(1, int(corr // 8))
+    gh, gw = -(-h // step) + 4, -(-w // step) + 4
+    # Filtered white noise with Gaussian sigma s has autocorrelation exp(-r^2 / 4s^2).
+    s = corr / 2 / step
+    fy, fx = np.fft.fftfreq(gh)[:, None], np.fft.fftfreq(gw)[None, :]
+    transfer = np.exp(-2 * (np.pi * s) ** 2 * (fx**2 + fy**2))
+    noise = rng.standard_normal((3, gh, gw))
+    coarse = np.real(np.fft.ifft2(np.fft.fft2(noise) * transfer)).astype(np.float32)
+    fine = [Image.fromarray(c, "F").resize((gw * step, gh * step), Image.BICUBIC) for c in coarse]
+    field = np.stack([np.asarray(f)[:h, :w] for f in fine], axis=-1)
+    return field * (sd / np.sqrt(3) / max(float(field.std()), 1e-9))
+
+
+def _textured(img: np.ndarray, sd: float, corr: float, blur: float, rng: np.random.Generator) -> np.ndarray:
+    out = np.clip(img.astype(np.float32) + colour_field(img.shape[:2], sd, corr, rng), 0, 255)
+    out = np.round(out).astype(np.uint8)
+    return _blur(out, blur) if blur > 0 else out
+
+
+def _soft(grid: np.ndarray, defect: str, rng: np.random.Generator, size: int) -> np.ndarray | None:
+    """The issue-26 classes (ISSUE26_CLASSES), each built on its own; None for the others.
+    Lengths are given at 1024 px and scale with the size."""
+    px = size / 1024
+    cells = grid.shape[0]
+    if defect in ("bicubic", "lanczos"):
+        method = Image.BICUBIC if defect == "bicubic" else Image.LANCZOS
+        return np.asarray(Image.fromarray(grid).resize((size, size), method))
+    if defect == "texture":
+        return _textured(upscale(grid, size), 10.0, 32.0 * px, 1.2 * px, rng)
+    if defect == "texture_mix":
+        sd, corr, blur = rng.uniform(6, 14), rng.uniform(12, 64) * px, rng.uniform(0.6, 2.0) * px
+        return _textured(upscale(grid, size), sd, corr, blur, rng)
+    if defect == "soft_texture":
+        method = Image.BICUBIC if rng.random() < 0.5 else Image.LANCZOS
+        img = np.asarray(Image.fromarray(grid).resize((size, size), method))
+        sd, corr, blur = rng.uniform(4, 10), rng.uniform(16, 48) * px, rng.uniform(0.0, 1.5) * px
+        return _textured(img, sd, corr, blur, rng)
+    if defect in ("partial_blur", "padded_blur"):
+        span = size * rng.uniform(0.84, 0.98)
+        x_off, y_off = rng.uniform(0, size - span, 2)
+        own = tuple(int(v) for v in grid[0, 0])
+        pad = own if defect == "partial_blur" else _distinct_colour(grid[0, 0], rng)
+        img = upscale(grid, size, cell_edges(cells, span, x_off), cell_edges(cells, span, y_off), pad)
+        return _blur(img, 1.0 * px)
+    return None
+
+
 def _special(grid: np.ndarray, defect: str, rng: np.random.Generator, size: int) -> np.ndarray | None:
     """The issue-11 classes, each built on its own; None for the other classes."""
     cells = grid.shape[0]
@@ -198,15 +276,17 @@ def apply_defect(grid: np.ndarray, defect: str, rng: np.random.Generator, size: 
 
     Args:
         grid: the true cell colours.
-        defect: one of DEFECT_CLASSES.
+        defect: one of ALL_CLASSES (DEFECT_CLASSES or ISSUE26_CLASSES).
         rng: source of every random choice (strengths, offsets, noise).
         size: output width and height in pixels.
     Returns:
         An RGB PIL image whose cells x cells content is `grid`.
     """
-    if defect not in DEFECT_CLASSES:
-        raise ValueError(f"unknown defect class {defect!r}; choose from {', '.join(DEFECT_CLASSES)}")
-    special = _special(grid, defect, rng, size)
+    if defect not in ALL_CLASSES:
+        raise ValueError(f"unknown defect class {defect!r}; choose from {', '.join(ALL_CLASSES)}")
+    special = _soft(grid, defect, rng, size)
+    if special is None:
+        special = _special(grid, defect, rng, size)
     if special is not None:
         return Image.fromarray(special)
     cells = grid.shape[0]

@@ -5,8 +5,10 @@ cell boundaries in image pixels, and what the metrics reuse of the fit's evidenc
    and JPEG noise while keeping every cell edge.
 2. Per axis, edge profiles and a lattice of boundaries (`lattice`, gathered per axis in
    `AxisEvidence`): a rigid lattice where art smaller than the frame has its background
-   run on to the edge, else the known-count fit; either moved to the strongest
-   full-resolution edge nearby.
+   run on to the edge; else the known-count fit, its boundaries moved to the strongest
+   full-resolution edge nearby, unless equal cells filling the frame explain the
+   picture as well (`_regular_explains`: soft pictures' broad edges let the fit drift
+   where few edges pin it).
 3. A lattice longer than `cells` is cut to the art's window by the portrait layout
    (`window.art_window`). A window whose figure runs into a cell the frame cuts is no
    partial frame: that axis is refitted with the known-count fit.
@@ -20,11 +22,30 @@ import numpy as np
 from PIL import Image
 
 from bespoke_exp.pixelart import CELLS
-from bespoke_exp.pixelart.lattice import edge_profiles, fit_axis, normalise, partial_lattice, refine
+from bespoke_exp.pixelart.footprint import CANDIDATES, line_residuals
+from bespoke_exp.pixelart.lattice import (
+    art_ends_inside,
+    edge_profiles,
+    extend,
+    fit_axis,
+    normalise,
+    partial_lattice,
+    refine,
+)
 from bespoke_exp.pixelart.window import art_window
 
 _WORK_PX_PER_CELL = 10  # working resolution: enough to place edges, little enough to be fast
 _STRIP_STEP = 4  # refining boundaries reads every 4th working row (column): plenty
+
+# --- Regular or fitted lattice (`_axis_lattice`, `_regular_explains`) ---
+_ON_REGULAR = 1.0  # a fitted boundary this close (working pixels) to the regular lattice is on it
+_LINE_STEP = 12  # every 12th working row (column) is a line for the least-squares comparison ...
+_LINE_PIXEL_STEP = 2  # ... sampled at every other working pixel (5 per cell)
+_LINE_FOOTPRINTS = tuple(  # enough footprints to tell the lattices apart
+    fp for fp in CANDIDATES if fp.name in ("hard", "blur0.08", "cubic1", "lanczos1")
+)
+_REGULAR_MARGIN = 1.05  # the regular lattice wins unless the fitted one explains 5% more
+_LINE_EXTRA = 6  # cells modelled beyond a lattice that stops short of the frame border
 
 
 @dataclass(frozen=True)
@@ -81,7 +102,9 @@ class AxisEvidence:
     boundary (`lattice.edge_profiles`); `scale` is the working pixel's size in image
     pixels; `strip` is the full-resolution image subsampled across this axis's edges, for
     refining; `factor` is the box reduction (1: no reduction, nothing to refine); `axis`
-    is the array axis the boundaries cross (1 for x, 0 for y).
+    is the array axis the boundaries cross (1 for x, 0 for y); `lines` is (positions, m):
+    working-image lines across the boundaries, at every other working pixel, for telling
+    the regular lattice from the fitted one (`_regular_explains`).
     """
 
     profile: np.ndarray
@@ -91,12 +114,13 @@ class AxisEvidence:
     strip: np.ndarray
     factor: int
     axis: int
+    lines: np.ndarray
 
 
 def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 view of a PIL image or array (grey and RGBA are converted)."""
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
@@ -108,22 +132,31 @@ def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return arr
 
 
-def fit_grid(image: Image.Image | np.ndarray, cells: int = CELLS) -> GridFit:
-    """Fit cells x cells boundaries to an image (see module docstring)."""
-    if isinstance(image, Image.Image):
-        pil = image if image.mode == "RGB" else image.convert("RGB")
+def fit_grid(
+    image: Image.Image | np.ndarray, cells: int = CELLS, pixels: np.ndarray | None = None
+) -> GridFit:
+    """Fit cells x cells boundaries to an image (see module docstring). `pixels`: the
+    image as `as_rgb_array` gives it, when the caller has it already (saves a copy)."""
+    full = as_rgb_array(image) if pixels is None else pixels
+    if isinstance(image, Image.Image) and image.mode == "RGB":
+        pil = image
     else:
-        pil = Image.fromarray(as_rgb_array(image))
+        pil = Image.fromarray(full)
     width, height = pil.size
     factor = max(1, min(width, height) // (cells * _WORK_PX_PER_CELL))
-    work = np.asarray(pil.reduce(factor)) if factor > 1 else np.asarray(pil)
-    full = np.asarray(pil)  # a view for PIL images, no copy
+    work = np.asarray(pil.reduce(factor)) if factor > 1 else full
     gx, gy, lx, ly = edge_profiles(work)
     # The reduced image's last block may be partial, hence the exact scales.
     sx, sy = width / work.shape[1], height / work.shape[0]
     step = _STRIP_STEP * factor
-    ax = AxisEvidence(gx, lx, cells, sx, full[::step, :], factor, 1)
-    ay = AxisEvidence(gy, ly, cells, sy, full[:, ::step], factor, 0)
+    # Lines for the regular-or-fitted comparison: rows cross the x boundaries, columns
+    # the y ones; each axis's lines side by side, (positions, lines x channels).
+    signal = work.astype(np.float64)
+    rows = signal[::_LINE_STEP, ::_LINE_PIXEL_STEP].transpose(1, 0, 2)
+    cols = signal[::_LINE_PIXEL_STEP, ::_LINE_STEP]
+    rows, cols = rows.reshape(rows.shape[0], -1), cols.reshape(cols.shape[0], -1)
+    ax = AxisEvidence(gx, lx, cells, sx, full[::step, :], factor, 1, rows)
+    ay = AxisEvidence(gy, ly, cells, sy, full[:, ::step], factor, 0, cols)
     lat_x, lat_y = _axis_lattice(ax), _axis_lattice(ay)
     cx, cy = art_window(work, lat_x / sx, lat_y / sy, cells)
     # No window of whole cells holds the figure: not a partial frame after all.
@@ -145,13 +178,47 @@ def fit_grid(image: Image.Image | np.ndarray, cells: int = CELLS) -> GridFit:
 
 
 def _axis_lattice(ev: AxisEvidence, rigid: bool = True) -> np.ndarray:
-    """One axis's boundaries in image pixels: the known-count fit, or (if `rigid`) where
-    the art is smaller than the frame on a background running on to the edge, the whole
-    lattice of the art's pitch across the frame (longer than cells+1; `art_window` picks
-    the art's cells)."""
-    lattice = partial_lattice(normalise(ev.profile), ev.cells) if rigid else None
-    bounds = (fit_axis(ev.profile, ev.cells, ev.length) if lattice is None else lattice) * ev.scale
+    """One axis's boundaries in image pixels: the known-count fit, or equal cells filling
+    the frame where they explain the picture as well, or (if `rigid`) where the art is
+    smaller than the frame on a background running on to the edge, the whole lattice of
+    the art's pitch across the frame (longer than cells+1; `art_window` picks the art's
+    cells)."""
+    reward = normalise(ev.profile)
+    lines = partial_lattice(reward, ev.cells) if rigid else None
+    if lines is None:
+        lines = fit_axis(ev.profile, ev.cells, ev.length)
+        regular = np.linspace(0.0, len(ev.profile) - 1, ev.cells + 1)
+        # The fit found the regular lattice itself wherever an edge pins a boundary
+        # (between identical cells a boundary may sit anywhere).
+        on_grid = (np.abs(lines - regular) <= _ON_REGULAR) | (reward[lines] <= 0)
+        # Art that ends inside the frame (a straight edge across it near a border) does
+        # not fill it: equal cells across the frame cannot be its lattice.
+        if not any(art_ends_inside(ev.length)) and (on_grid.all() or _regular_explains(ev, regular, lines)):
+            # Exact and sub-pixel: snapping to the nearest full-resolution edge would
+            # only add the noise of a soft picture's broad edges.
+            return regular * ev.scale
+    bounds = lines * ev.scale
     return refine(ev.strip, bounds, ev.factor, ev.axis) if ev.factor > 1 else bounds
+
+
+def _regular_explains(ev: AxisEvidence, regular: np.ndarray, fitted: np.ndarray) -> bool:
+    """Whether the regular lattice explains the working image's lines about as well as
+    the known-count fit's boundaries, each under its best footprint.
+
+    Broad edges (bicubic or Lanczos upscales, texture) leave the known-count fit free to
+    wander by most of a cell wherever few edges pin it, and Lanczos ringing puts weak
+    edges at cell centres; edge strength cannot tell such a fit from wandering widths,
+    but re-rendering the lines from each lattice can.
+    """
+    n = len(ev.profile) - 1
+    pos = np.arange(0, n, _LINE_PIXEL_STEP)
+
+    def residual(bounds: np.ndarray) -> float:
+        full, _ = extend(bounds, n, _LINE_EXTRA)
+        centres, widths = (full[:-1] + full[1:]) / 2, np.maximum(np.diff(full), 1e-3)
+        return float(line_residuals(ev.lines, centres, widths, pos, _LINE_FOOTPRINTS).min())
+
+    return residual(regular) <= _REGULAR_MARGIN * residual(fitted.astype(float))
 
 
 def _above_median(profile: np.ndarray) -> np.ndarray:

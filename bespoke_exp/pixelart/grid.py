@@ -22,15 +22,21 @@ measured from the image:
    minus a penalty on each gap's deviation from the expected width, for art spans of
    80-100% of the frame at any offset (this follows wandering widths, and ends art drawn
    on a padding colour at its border).
-4. Boundaries move to the strongest full-resolution edge within a working pixel
-   (`lattice.refine`).
+4. Where art fills the frame and equal cells explain the picture as well as the fitted
+   boundaries do (re-rendered under a few footprints), the regular lattice is kept
+   exactly: a soft picture's broad edges let the fit drift where few edges pin it.
+   Otherwise boundaries move to the strongest full-resolution edge within a working
+   pixel (`lattice.refine`).
 5. A lattice longer than `cells` is cut to the art's window by the portrait layout
    (`window.art_window`): the figure inside, its body on the bottom row, its extent
    centred. A window whose figure runs into a cell the frame cuts is no partial frame:
    that axis is refitted with the known-count fit (`fit.fit_grid`). GridFit reports the
    window (`window`, `coverage`, `frame_cells`, `window_cell`).
-6. Each cell's colour is the interquartile mean of samples over its own core
-   (`cell_colour.recover_cells`), robust to ramps, ringing, speckle and slow drift.
+6. The picture's softness is measured as the footprint (`footprint`) that best explains
+   lines through the cells' centres: hard, blurred, or an interpolating upscale's
+   kernel. Each cell's colour is a trimmed mean over nearly the whole cell of what each
+   sample says once the neighbours' modelled share is taken out, and cells that
+   texture scatters around one palette colour are pooled (`cell_colour.recover_cells`).
 """
 
 from __future__ import annotations
@@ -74,8 +80,8 @@ def recover_grid(image: Image.Image | np.ndarray, cells: int = CELLS) -> Image.I
     arr = as_rgb_array(image)
     if arr.shape[0] == cells and arr.shape[1] == cells:
         return Image.fromarray(arr.copy())
-    # Pass the PIL image itself to the fit when we have one: saves two full copies.
-    return Image.fromarray(recover_cells(arr, fit_grid(image, cells)))
+    # The PIL image itself and its array both go to the fit: no conversion twice.
+    return Image.fromarray(recover_cells(arr, fit_grid(image, cells, pixels=arr)))
 
 
 def cell_accuracy(recovered: np.ndarray, truth: np.ndarray, tolerance: int | None = None) -> float:
