@@ -26,6 +26,7 @@ from bespoke_exp.config import SWEEP_AXES, ConfigError, compose_config, flatten,
 from bespoke_exp.config.overrides import single_value_overrides
 from bespoke_exp.generate.image_store import image_file_name
 from bespoke_exp.job.identity import TAG_GENERATION, TAG_SCORING
+from bespoke_exp.job.prompt_sets import expand_prompt_set
 from bespoke_exp.job.resume import finished_images
 from bespoke_exp.job.scores import Scorer, make_scorer, score_images
 from bespoke_exp.job.validate import SCORING_CHECKS, config_problems, raise_problems
@@ -100,6 +101,7 @@ def rescore(
         where = f" (config folders beside conf/: {', '.join(search_path)})" if search_path else ""
         raise ConfigError(f"{error}{where}") from None
     raise_problems(config_problems(cfg, SCORING_CHECKS))
+    cfg = expand_prompt_set(cfg)  # as each job did: templates into items, splits from the captions
     _check_images_stored(old)
     incomplete = old.incomplete()
     if register and incomplete:

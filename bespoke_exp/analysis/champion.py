@@ -23,14 +23,14 @@ CHAMPION_DIR = "champion"  # the parent run's copy of the recommended LoRA file
 ALIAS = "champion"
 # Tags that must match for two versions' scores to mean the same thing. A key missing on both
 # sides matches (versions registered before it was recorded); missing on one side does not.
-IDENTITY_KEYS = ("prompt_set", "scoring_identity", "ranked_metric")
+IDENTITY_KEYS = ("prompt_set", "scoring_identity", "ranked_metric", "ranked_prompts")
 DEFAULT_METRIC = "score"  # what versions without a ranked_metric tag were ranked by
 
 
 def identity_tags(sweep: Sweep, rec: Recommendation) -> dict[str, str]:
     """The comparability tags of a sweep's champion; prompt_set and scoring_identity come from the
     sweep when it records them (older Sweep objects lack the attributes)."""
-    tags = {"ranked_metric": rec.metric}
+    tags = {"ranked_metric": rec.metric, "ranked_prompts": rec.ranked_prompts}
     for key in ("prompt_set", "scoring_identity"):
         value = getattr(sweep, key, None)
         if value is not None:

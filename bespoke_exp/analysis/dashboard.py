@@ -9,6 +9,9 @@
 - a sweep of further axes (lora_scale) shows the `/g<guidance>` curves and the sliders at the best
   combination's value of each (the card's name then ends in `_lora_scale<value>`); the
   `/mean` curves and the components average over them, as over guidance;
+- what the LoRA buys, when the sweep measured it: `epoch_gain_over_base/<family>/gain` (and
+  `/ci_low`, `/ci_high`) per metric family, `epoch_trigger/effect` (trigger on minus off), and
+  `epoch_<metric>/in_set`, `/held_out`, `/gap` (training-caption prompts against the others);
 - `dashboard/images.json`: one row per generated image with every metric and where the image is.
 
 Everything comes from what the report already has (the recommendation, the sweep's tables and
@@ -24,6 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from bespoke_exp import tracking
+from bespoke_exp.analysis import lora_value
 from bespoke_exp.analysis.load import Sweep
 from bespoke_exp.analysis.recommendation import Recommendation
 from bespoke_exp.analysis.statistics import combination_of
@@ -60,6 +64,16 @@ def epoch_curves(sweep: Sweep, rec: Recommendation) -> dict[str, dict[int, float
             add(series_key(rec.metric, stat), row["epoch"], row[stat])
     for row in rec.at_best_extras(pd.DataFrame(rec.ranking)).to_dict("records"):
         add(series_key(rec.metric, guidance_label(row["guidance"])), row["epoch"], row["mean"])
+    value = rec.lora_value
+    for row in value.baseline if value else []:
+        for stat in ("gain", "ci_low", "ci_high"):
+            add(f"epoch_gain_over_base/{row['family']}/{stat}", row["epoch"], row[stat])
+    for row in value.trigger if value else []:
+        for stat in ("effect", "ci_low", "ci_high"):
+            add(f"epoch_trigger/{stat}", row["epoch"], row[stat])
+    for row in value.splits if value else []:
+        for stat in ("in_set", "held_out", "gap", "gap_ci_low", "gap_ci_high"):
+            add(f"epoch_{rec.metric}/{stat}", row["epoch"], row[stat])
     components = [m for m in COMPONENTS if m in sweep.runs.columns and m != rec.metric]
     for metric, by_epoch in sweep.runs.groupby("epoch")[components].mean().items():
         for epoch, value in by_epoch.items():
@@ -77,7 +91,7 @@ def image_key(prompt_id: str, seed: int, guidance: float, extra: dict[str, float
 def image_rows(sweep: Sweep, rec: Recommendation) -> pd.DataFrame:
     """The images the sliders show: every epoch, prompt and seed at the best guidance (and the
     best value of any further axis)."""
-    images = rec.at_best_extras(sweep.images)
+    images = rec.at_best_extras(lora_value.shown(sweep.images))
     return images[images["guidance"] == float(rec.best["guidance"])]
 
 

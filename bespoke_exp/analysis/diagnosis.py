@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bespoke_exp.analysis.resampling import Resampling, beats, contrast, max_t, normal_critical
+from bespoke_exp.analysis.resampling import Resampling, beats, contrast
 from bespoke_exp.analysis.statistics import (
     NEAR_COPY,
     Table,
@@ -75,15 +75,16 @@ class Diagnosis:
     intervals: dict[str, Any] | None = None  # how items were resampled, and its caveats
 
 
-def _versus_last(em: pd.DataFrame, rs: Resampling) -> float:
-    """Raw critical value simultaneous over every epoch-vs-last comparison. Which trend rule
+def _versus_last(em: pd.DataFrame, a: int, b: int, rs: Resampling) -> dict:
+    """Epoch a - epoch b, simultaneous over every epoch-vs-last comparison. Which trend rule
     fires, and the peak it names, are picked from these comparisons by the data, so every
     trend claim holds over all of them at once: a flat sweep makes a false claim in at most
     1 - confidence of sweeps, whichever rule it would have fired."""
-    k = em.shape[1]
-    if k < 3:
-        return normal_critical(rs.confidence)
-    return max_t(em.to_numpy(float), [(k - 1, np.arange(k - 1))], rs)
+    x, cols = em.to_numpy(float), list(em.columns)
+    last = len(cols) - 1
+    return contrast(
+        x, cols.index(a), cols.index(b), "epochs", rs, (last, np.arange(last)) if last > 1 else None
+    )
 
 
 def _overfit(
@@ -92,7 +93,7 @@ def _overfit(
     """Peak (picked as the highest epoch mean) against the last epoch."""
     m, means, epochs = t.metric, em.mean(), [int(e) for e in em.columns]
     last = epochs[-1]
-    c = contrast(em[peak].to_numpy(float), em[last].to_numpy(float), "epochs", rs, _versus_last(em, rs))
+    c = _versus_last(em, peak, last, rs)
     d, lo, hi = c["diff"], c["ci_low"], c["ci_high"]
     ev = {
         "metric": m,
@@ -139,7 +140,7 @@ def _rising(t: Table, em: pd.DataFrame, final_epoch: int | None, th: Thresholds,
     m, means, epochs = t.metric, em.mean(), [int(e) for e in em.columns]
     last = epochs[-1]
     ref = max((e for e in epochs if e <= last - th.lookback), default=epochs[0])
-    c = contrast(em[last].to_numpy(float), em[ref].to_numpy(float), "epochs", rs, _versus_last(em, rs))
+    c = _versus_last(em, last, ref, rs)
     d, lo, hi, n = c["diff"], c["ci_low"], c["ci_high"], c["n"]
     ev = {
         "metric": m,
@@ -323,7 +324,16 @@ def _sensitivities(t: Table, th: Thresholds) -> list[Finding | None]:
     return [_sensitivity(t, a, spread.get(a, th.axis_spread)) for a in t.axes if a != "epoch"]
 
 
-def diagnose_table(t: Table, ranking: pd.DataFrame, final_epoch: int | None) -> Diagnosis:
+def diagnose_table(
+    t: Table,
+    ranking: pd.DataFrame,
+    final_epoch: int | None,
+    both_splits: Table | None = None,
+    more: list[Finding] | None = None,
+) -> Diagnosis:
+    """`both_splits`: the same combinations over in-set and held-out prompts, when `t` ranks the
+    held-out ones only (the generalisation gap is read from it); `more`: findings measured
+    elsewhere (what the LoRA buys), listed after the trend's."""
     last = int(t.wide.columns.get_level_values("epoch").max())
     if final_epoch is not None and final_epoch < last:
         raise ValueError(f"final_epoch={final_epoch} but the sweep includes epoch {last}")
@@ -354,9 +364,10 @@ def diagnose_table(t: Table, ranking: pd.DataFrame, final_epoch: int | None) -> 
     findings += [
         trend,
         _unswept([int(e) for e in em.columns], final_epoch, trend.code),
-        _gap(t, em, th),
+        _gap(both_splits, marginal_items(both_splits, "epoch"), th) if both_splits else _gap(t, em, th),
         _memorisation(t, th, int(best["epoch"])),
         *_sensitivities(t, th),
+        *(more or []),
     ]
     found = [f for f in findings if f is not None]
     for f in found:

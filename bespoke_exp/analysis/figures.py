@@ -31,8 +31,8 @@ from bespoke_exp.pixelart.sheets import BEST_RGB
 
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies. Vermillion is
 # kept for "best", as in the contact sheets; yellow is too faint on white.
-_LINE_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#000000")
-_MARKERS = ("o", "s", "^", "D", "v", "P")  # second cue besides colour, also survives greyscale print
+LINE_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P")  # second cue besides colour, also survives greyscale print
 _BEST_COLOUR = "#{:02X}{:02X}{:02X}".format(*BEST_RGB)
 _MARGINAL_COLOUR = "#666666"
 _HEATMAP_CMAP = "viridis"  # perceptually uniform, colour-blind safe, prints in greyscale
@@ -104,9 +104,9 @@ def score_by_epoch_figure(
     for i, (guidance, group) in enumerate(combinations.groupby("guidance", sort=True)):
         # An epoch with no row (failed job) becomes NaN, a gap, not a line drawn across it.
         group = group.set_index("epoch").reindex(all_epochs).rename_axis("epoch").reset_index()
-        colour, marker = _LINE_COLOURS[i % len(_LINE_COLOURS)], _MARKERS[i % len(_MARKERS)]
+        colour, marker = LINE_COLOURS[i % len(LINE_COLOURS)], MARKERS[i % len(MARKERS)]
         # Beyond six guidances colours repeat, so change the dash pattern as well.
-        style = ("-", "--", ":")[(i // len(_LINE_COLOURS)) % 3]
+        style = ("-", "--", ":")[(i // len(LINE_COLOURS)) % 3]
         _line_with_band(
             ax,
             group,

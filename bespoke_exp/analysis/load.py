@@ -90,7 +90,11 @@ def load_sweep(
         experiment = experiment or tracking.find_sweep_experiment(tracking_uri, sweep) or default_experiment
     tracker = tracking.open_store(tracking_uri, experiment)
     parent, children, reused = _pick_sweep(tracker, sweep)
-    finished = [r for r in children if r.info.status == "FINISHED"] + reused
+    # A run this sweep both reused and ran as its own job (one baseline serving every lora_scale)
+    # is one run: counted twice its images would weigh double.
+    finished = list(
+        {r.info.run_id: r for r in [*(r for r in children if r.info.status == "FINISHED"), *reused]}.values()
+    )
     sweep_id = parent.data.tags.get(tracking.TAG_SWEEP_ID, parent.info.run_id)
     reused_ids = {r.info.run_id for r in reused}
     rows, image_rows = [], []

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bespoke_exp.analysis import lora_value
 from bespoke_exp.analysis.diagnosis import Diagnosis, RetrainSuggestion, diagnose_table
 from bespoke_exp.analysis.load import Sweep
 from bespoke_exp.analysis.resampling import Resampling, seeds_needed
@@ -63,6 +64,9 @@ class Recommendation:
     separation: dict[str, Any] | None = None  # can the sweep tell the top two apart; seeds needed
     axes: list[str] = field(default_factory=lambda: list(BASE_AXES))  # a combination's axes, epoch first
     by_axis: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # marginals of further axes
+    lora_value: lora_value.LoraValue | None = None  # gain over the base, trigger effect, in-set vs held-out
+    ranked_on: str = ""  # which images the ranking leaves out, and why
+    ranked_prompts: str = "all"  # heldout: the sweep has in-set prompts too, and ranks the others
 
     @property
     def extra_axes(self) -> list[str]:
@@ -119,6 +123,8 @@ class Recommendation:
                 )
             )
         lines = [f"# Checkpoint recommendation ({self.metric})", "", head]
+        if self.ranked_on:
+            lines.append(f"(Ranking: {self.ranked_on}.)")
         if self.separation and self.separation["sentence"]:
             lines.append(self.separation["sentence"])
         if b.get("checkpoint"):
@@ -127,6 +133,8 @@ class Recommendation:
         if len(self.ranking) > top:
             lines.append(f"\n({len(self.ranking) - top} more combinations in `to_dict()['ranking']`.)")
         lines += self._how_sure()
+        if self.lora_value is not None:
+            lines += self.lora_value.to_markdown()
         lines += ["", f"## Diagnosis: {self.diagnosis.code}", "", self.diagnosis.sentence, ""]
         for f in self.diagnosis.findings:
             ev = ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.items())
@@ -224,7 +232,15 @@ def recommend_from_images(
     for having picked both), and diagnose the epoch trend over the other axes. `settings`
     default to `AnalysisConfig()`."""
     settings = settings or AnalysisConfig()
-    t = prepare(images, settings, higher_is_better)
+    ranked, ranked_on = lora_value.ranked_rows(images)
+    t = prepare(ranked, settings, higher_is_better)
+    value = lora_value.measure(images, settings, t.sign > 0)
+    candidates = lora_value.candidates(images)
+    both_splits = (  # the ranking kept the held-out prompts only: the gap is read over both
+        prepare(candidates, settings, higher_is_better, axes=t.axes)
+        if len(ranked) < len(candidates)
+        else None
+    )
     rs = table_resampling(t)
     ranking = rank_table(t)
     if "checkpoint" not in ranking.columns:
@@ -248,11 +264,14 @@ def recommend_from_images(
         records,
         plain(marginal_table(t, "epoch").to_dict("records")),
         plain(marginal_table(t, "guidance").to_dict("records")),
-        diagnose_table(t, ranking, final_epoch),
+        diagnose_table(t, ranking, final_epoch, both_splits, value.findings if value else None),
         plain(rs.summary()),
         split,
         list(t.axes),
         by_axis,
+        value,
+        ranked_on,
+        "heldout" if both_splits is not None else "all",
     )
 
 

@@ -17,9 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from bespoke_exp import tracking
-from bespoke_exp.analysis import dashboard, figures
+from bespoke_exp.analysis import dashboard, figures, lora_value
 from bespoke_exp.analysis.champion import register_champion
 from bespoke_exp.analysis.load import Sweep, load_sweep
+from bespoke_exp.analysis.lora_figure import lora_value_figure
 from bespoke_exp.analysis.recommendation import Recommendation, recommend
 from bespoke_exp.analysis.statistics import combination_of, describe
 from bespoke_exp.config.schema import AnalysisConfig
@@ -49,7 +50,8 @@ def write_report(sweep: Sweep, rec: Recommendation, out_dir: Path, images: dict 
 def _write_figures(sweep: Sweep, rec: Recommendation, out_dir: Path) -> list[Path]:
     """Score by epoch and the epoch x guidance heatmap (at the best value of any further axis)."""
     # A failed job's combination stays in the pictures as a gap, a hatched square or a "missing" tile.
-    swept = pd.MultiIndex.from_product([sweep.epochs, sweep.guidances], names=["epoch", "guidance"])
+    lora_epochs = [e for e in sweep.epochs if e != lora_value.BASE_EPOCH]  # the base is not ranked
+    swept = pd.MultiIndex.from_product([lora_epochs, sweep.guidances], names=["epoch", "guidance"])
     plane = rec.at_best_extras(pd.DataFrame(rec.ranking))
     plotted = plane.set_index(["epoch", "guidance"]).reindex(swept)[["mean", "ci_low", "ci_high"]]
     plotted = plotted.reset_index()
@@ -69,16 +71,20 @@ def _write_figures(sweep: Sweep, rec: Recommendation, out_dir: Path) -> list[Pat
     heatmap = figures.score_heatmap_figure(
         plotted, best=best, title=f"sweep {sweep.sweep_id}: mean {rec.metric}{note}"
     )
-    return [
+    written = [
         figures.save_figure(figure, out_dir / "score_by_epoch.png"),
         figures.save_figure(heatmap, out_dir / "score_heatmap.png"),
     ]
+    if rec.lora_value is not None:
+        value = lora_value_figure(rec.lora_value, rec.metric, f"sweep {sweep.sweep_id}: what the LoRA buys")
+        written.append(figures.save_figure(value, out_dir / "lora_value.png"))
+    return written
 
 
 def _write_sheets(sweep: Sweep, rec: Recommendation, out_dir: Path, images: dict) -> list[Path]:
     """A comparison sheet per prompt (epochs x guidance, first seed, at the best value of any
     further axis) and every prompt x seed of the best combination."""
-    axes, table = tuple(rec.axes), sweep.images
+    axes, table = tuple(rec.axes), lora_value.shown(sweep.images)
     seeds = sorted(table["seed"].unique().tolist())
     prompt_ids = list(dict.fromkeys(table["prompt_id"]))
     scores = {key: float(v) for key, v in zip(_keys(table, rec.axes), table[rec.metric])}
@@ -120,7 +126,7 @@ def _save(image: Image.Image, path: Path) -> Path:
 def report_rows(sweep: Sweep, rec: Recommendation) -> pd.DataFrame:
     """The images the sheets show: the first seed for every combination of the epoch x guidance
     plane (at the best value of any further axis), every seed for the best."""
-    images = sweep.images
+    images = lora_value.shown(sweep.images)
     at_best = pd.Series(True, index=images.index)
     for axis in rec.axes:
         at_best &= images[axis].astype(float) == float(rec.best[axis])

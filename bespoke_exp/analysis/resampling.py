@@ -2,6 +2,15 @@
 two-level bootstrap (prompts, then their seeds) or, with few prompts, seeds within fixed
 prompts; a small-sample Student-t correction; max-t critical values for claims about
 something picked by the data; sample-size planning. Pure numpy (and scipy's t quantiles).
+
+Paired differences with prompts fixed (fewer than `min_prompts`) are not bootstrapped: with 2
+seeds a prompt's two items give a resample only two distinct values, which sees half the seed
+variance, and the family's bootstrap max-t inherits that (a null 4 prompts x 2 seeds sweep
+called a trend in about 7% of sweeps). They take the seed noise within each prompt, pooled over
+the comparisons the claim was picked from (`family_seed_variance`), with Student-t quantiles on
+one comparison's degrees of freedom, Bonferroni-corrected over the family. (Each column's own
+variance, Shukla-style, was tried: it holds the level as well but needs more seeds than a
+first sweep has to find a real decline; the demo's overfitting is then lost in noise.)
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ class Resampling:
     confidence: float
     inflate: float = 1.0
     caveats: tuple[str, ...] = field(default=())
+    prompt_codes: np.ndarray | None = None  # item -> prompt index, for the pooled seed variance
 
     @property
     def scheme(self) -> str:
@@ -52,6 +62,9 @@ class Resampling:
     def summary(self) -> dict[str, Any]:
         return {
             "resampling": self.scheme,
+            "differences": "bootstrap over prompts"
+            if self.two_level
+            else "seed noise within each prompt, pooled over the comparisons picked from",
             "prompt_level": self.two_level,
             "n_prompts": self.n_prompts,
             "n_items": self.n_items,
@@ -73,7 +86,10 @@ def _caveats(n_prompts: int, seeds: int, n_items: int, df: int, two_level: bool,
             f"one seed per prompt: only the {n_prompts} prompts replicate, so intervals are approximate"
         )
     if df < 1:
-        out.append("nothing is replicated: the intervals have no width to trust")
+        out.append(
+            f"{n_items} item(s) per combination ({n_prompts} prompt(s) x {seeds} seed(s)) replicate nothing: "
+            "the sweep is too small for any interval, so no difference is called; add seeds"
+        )
     elif df < 10:
         out.append(
             f"{n_items} items per combination ({n_prompts} prompts x {seeds} seeds) leave {df} degrees of "
@@ -111,7 +127,9 @@ def resampling(prompts: np.ndarray, settings: AnalysisConfig) -> Resampling:
     df = units - groups
     caveats = _caveats(n_prompts, int(sizes.min()), len(codes), df, two_level, min_prompts)
     inflate = math.sqrt(units / df) if df >= 1 else 1.0
-    return Resampling(weights, two_level, n_prompts, len(codes), df, confidence, inflate, tuple(caveats))
+    return Resampling(
+        weights, two_level, n_prompts, len(codes), df, confidence, inflate, tuple(caveats), codes
+    )
 
 
 def _boot_means(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -156,19 +174,70 @@ def max_t(x: np.ndarray, pairs: list[tuple[int, np.ndarray]], rs: Resampling) ->
     return float(np.quantile(stat, rs.confidence))
 
 
-def contrast(xa: np.ndarray, xb: np.ndarray, what: str, rs: Resampling, z: float) -> dict[str, Any]:
-    """xa - xb over shared items with interval diff +- critical(z) * SE (z raw, e.g. from `max_t`)."""
+def pooled_seed_variance(x: np.ndarray, prompt_codes: np.ndarray) -> tuple[float, int]:
+    """(variance, degrees of freedom) of one image's seed-by-column noise, pooled over prompts:
+    within each prompt, what is left of its items x columns block once each seed's and each
+    column's mean are taken out. A seed's shared luck and a prompt's own response to a column
+    both cancel, as they do in a paired difference. Items missing a column are left out."""
+    ss, df = 0.0, 0
+    for p in np.unique(prompt_codes):
+        block = x[prompt_codes == p]
+        block = block[~np.isnan(block).any(axis=1)]
+        rows, cols = block.shape
+        if rows < 2 or cols < 2:
+            continue
+        resid = block - block.mean(axis=1, keepdims=True) - block.mean(axis=0) + block.mean()
+        ss += float((resid**2).sum())
+        df += (rows - 1) * (cols - 1)
+    return (ss / df if df else math.nan), df
+
+
+def family_seed_variance(
+    x: np.ndarray, family: tuple[int, np.ndarray], prompt_codes: np.ndarray
+) -> tuple[float, int]:
+    """(variance, degrees of freedom) of one image's seed noise in the family's comparisons i - j,
+    pooled over them. Column i is in every one, so a noisy i (a collapsing last epoch, an
+    unstable best) counts in full, as it does in each difference, instead of being diluted among
+    columns no comparison involves; and since its share is known no better than from one
+    comparison's items, the degrees of freedom are one comparison's, not their sum."""
+    i, js = family
+    parts = [pooled_seed_variance(x[:, [i, j]], prompt_codes) for j in js if j != i]
+    total = sum(d for _, d in parts)
+    if not total:
+        return math.nan, 0
+    return sum(v * d for v, d in parts) / total, min(d for _, d in parts)
+
+
+def contrast(
+    x: np.ndarray, a: int, b: int, what: str, rs: Resampling, family: tuple[int, np.ndarray] | None = None
+) -> dict[str, Any]:
+    """Column a - column b of `x` (items x the comparison family's columns) over shared items,
+    with interval diff +- critical * SE. `family` (i, js): when a claim about this pair was
+    picked by the data, the comparisons i - j it was picked from (the best against every other
+    column; every earlier epoch against the last); the interval then holds for all at once."""
+    xa, xb = x[:, a], x[:, b]
     shared = ~np.isnan(xa) & ~np.isnan(xb)
     if not shared.any():
         raise ValueError(f"{what} share no (prompt_id, seed) items to compare")
     d = np.where(shared, xa - xb, np.nan)
-    boot = _boot_means(d[:, None], rs.weights)[:, 0]
-    diff, se, half = float(np.nanmean(d)), float(np.nanstd(boot)), rs.critical(z)
+    diff, n = float(np.nanmean(d)), int(shared.sum())
+    over = len(family[1]) if family is not None and len(family[1]) > 1 else 1
+    if rs.two_level or rs.prompt_codes is None:
+        boot = _boot_means(d[:, None], rs.weights)[:, 0]
+        se = float(np.nanstd(boot))
+        z = max_t(x, [family], rs) if over > 1 else normal_critical(rs.confidence)
+        half = rs.critical(z)
+    else:
+        variance, df = family_seed_variance(x, family or (a, np.array([b])), rs.prompt_codes)
+        se = math.sqrt(2.0 * variance / n) if df else math.inf
+        tail = (1.0 - rs.confidence) / (2.0 * over)  # Bonferroni over the comparisons picked from
+        z = NormalDist().inv_cdf(1.0 - tail)
+        half = float(student_t.ppf(1.0 - tail, df)) if df else math.inf
     return {
         "diff": diff,
         "ci_low": diff - half * se,
         "ci_high": diff + half * se,
-        "n": int(shared.sum()),
+        "n": n,
         "se": se,
         "z": z,
     }

@@ -15,11 +15,14 @@ Intervals come from a two-level bootstrap that resamples prompts and then seeds 
 drawn prompt, widened by a small-sample t correction with (prompts - 1) degrees of freedom;
 with fewer than `min_prompts` prompts a prompt-level resample is degenerate, so we resample
 seeds within each fixed prompt instead and the intervals then speak only for the prompts
-swept. Every claim about a combination picked by its own observed mean (the best against the
-runner-up, the peak epoch against the last) uses max-t intervals simultaneous over all the
-comparisons it could have been picked from (the best against every other combination; every
-epoch against the last), so a null sweep yields a false "beats" or a false overfitting or
-undertrained call in at most 1 - confidence of sweeps (measured: scripts/calibrate_decisions.py).
+swept. A paired difference between two combinations then gets its SE from the seed noise
+within each prompt, pooled over the comparisons of its family (resampling.contrast), not from
+a bootstrap of 2 values per prompt. Every claim about a combination picked by its own observed
+mean (the best against the runner-up, the peak epoch against the last) holds simultaneously over
+all the comparisons it could have been picked from (the best against every other combination;
+every epoch against the last: max-t over prompt resamples, Bonferroni-t with prompts fixed), so
+a null sweep yields a false "beats" or a false overfitting or undertrained call in at most
+1 - confidence of sweeps, down to 3 prompts x 2 seeds (measured: scripts/calibrate_decisions.py).
 """
 
 from __future__ import annotations
@@ -35,8 +38,6 @@ from bespoke_exp.analysis.resampling import (
     Resampling,
     beats,
     contrast,
-    max_t,
-    normal_critical,
     resampling,
     summarise,
 )
@@ -219,18 +220,15 @@ def compare_table(t: Table, a: Combination, b: Combination, selected: bool = Fal
     the interval is then simultaneous over a against every other combination (Hsu's multiple
     comparisons with the best, critical value by max-t), so "a beats b" also means "a is best"."""
     a, b = _column(t, a), _column(t, b)
-    rs = table_resampling(t)
     k = t.wide.shape[1]
+    i, j = t.wide.columns.get_loc(a), t.wide.columns.get_loc(b)
+    others = (i, np.delete(np.arange(k), i)) if selected else None
+    what = f"combinations {a} and {b}"
+    c = contrast(t.wide.to_numpy(float), i, j, what, table_resampling(t), others)
     simultaneous_over = k - 1 if selected else 1
-    if selected and k > 2:
-        i = t.wide.columns.get_loc(a)
-        z = max_t(t.wide.to_numpy(float), [(i, np.delete(np.arange(k), i))], rs)
-    else:
-        z = normal_critical(rs.confidence)
-    c = contrast(t.wide[a].to_numpy(float), t.wide[b].to_numpy(float), f"combinations {a} and {b}", rs, z)
     significant = beats(t.sign, c["diff"], c["ci_low"], c["ci_high"])
     return Comparison(
-        a, b, c["diff"], c["ci_low"], c["ci_high"], c["n"], significant, simultaneous_over, c["se"], z
+        a, b, c["diff"], c["ci_low"], c["ci_high"], c["n"], significant, simultaneous_over, c["se"], c["z"]
     )
 
 

@@ -17,8 +17,19 @@ FINGERPRINT_EXCLUDES = ("paths", "tracking", "analysis", "hydra", "force", "chec
 # The sweep axes a job records as tags (axis -> the config key holding the value it ran with);
 # the analysis ranks every combination of them. A new axis (LoRA strength, a sampler setting an
 # Optuna sweeper tunes) is one entry here. epoch and guidance are always axes; the others only
-# when a sweep varies them.
-SWEEP_AXES = {"epoch": "epoch", "guidance": "sampler.guidance", "lora_scale": "checkpoint.lora_scale"}
+# when a sweep varies them. `trigger` is a bool, recorded as 1 (on) or 0 (off).
+SWEEP_AXES = {
+    "epoch": "epoch",
+    "guidance": "sampler.guidance",
+    "lora_scale": "checkpoint.lora_scale",
+    "trigger": "trigger",
+}
+BASE_EPOCH = 0  # epoch=0: the base model without the LoRA, the baseline every epoch is measured against
+
+
+def is_baseline(cfg: DictConfig) -> bool:
+    """The job runs the base model alone: no LoRA file is read or applied."""
+    return int(cfg.epoch) == BASE_EPOCH
 
 
 def job_config(cfg: DictConfig) -> dict:

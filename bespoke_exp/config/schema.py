@@ -48,21 +48,45 @@ class CheckpointConfig:
     epochs: int = _must(must="a positive integer (the trainer's last epoch)")  # its file: {stem}.safetensors
     lora_scale: float = "${lora_scale}"  # the top-level sweep axis
     train_dir: str | None = None  # the training images, to measure memorisation (None: skip)
+    # What trigger=off leaves out of every prompt; None: the LoRA header's trigger phrase, else
+    # its caption tags (kohya's ss_tag_frequency), read from the final epoch's file for epoch=0.
+    trigger_words: list[str] | None = None
 
 
 @dataclass
 class PromptConfig:
     id: str = _must(must="1-64 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit")
     text: str = MISSING
-    split: str | None = None  # train: the captions' own wording; heldout: what they lack
+    # train: a training caption's own phrases; heldout: what the captions lack. None: decided by
+    # checkpoint.train_dir's captions when it is set (job/prompt_sets.py)
+    split: str | None = None
     expectations: list[str] = field(default_factory=list)  # extra phrases in the prompt language
+
+
+@dataclass
+class PromptTemplateConfig:
+    """Prompts made from one text with `{slot}`s: every combination of the slots' values, or a
+    seeded sample of `limit` of them (job/prompt_sets.py expands them into `items`)."""
+
+    id: str = _must(
+        must="1-40 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit "
+        "(the prefix of its prompts' ids)"
+    )
+    text: str = MISSING  # `{name}` marks a slot; `${...}` stays literal text, as in any prompt
+    slots: dict[str, list[str]] = MISSING  # slot -> its values, in the order they expand
+    # slot -> value -> extra expectations (phrases in the prompt language) its prompts carry
+    expectations: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    limit: int | None = None  # None: every combination; N: a sample of N, the same every run
+    seed: int = 0  # picks the sample
+    split: str | None = None  # every prompt's split, as an item's (None: from the captions)
 
 
 @dataclass
 class PromptsConfig:
     name: str = MISSING
     cells: int = _must(CELLS, must="an integer >= 2 (cells per side of the art)")
-    items: list[PromptConfig] = MISSING
+    items: list[PromptConfig] = field(default_factory=list)
+    templates: list[PromptTemplateConfig] = field(default_factory=list)  # expanded into items
 
 
 @dataclass
@@ -157,9 +181,18 @@ class BespokeConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    epoch: int = _must("${checkpoint.epochs}", must="an integer (sweep with epoch=1,2,...,10)")
+    # 0 is the base model without the LoRA (the baseline), at the same prompts and seeds.
+    epoch: int = _must(
+        "${checkpoint.epochs}", must="an integer (sweep with epoch=0,1,2,...,10; 0 is the base model)"
+    )
     guidance: float = _must(7.5, must="a number")
-    lora_scale: float = _must(1.0, must="a number > 0 (the LoRA strength; sweep with lora_scale=0.6,0.8,1.0)")
+    lora_scale: float = _must(
+        1.0,
+        must="a number > 0 (the LoRA strength; sweep with lora_scale=0.6,0.8,1.0; "
+        "use epoch=0 for the base model without the LoRA)",
+    )
+    # false: every prompt without its trigger words (checkpoint.trigger_words), same ids and seeds.
+    trigger: bool = _must(True, must="true or false (on/off; sweep with trigger=on,off)")
     # A job whose identical work already FINISHED in the experiment is reused; true runs it again.
     force: bool = False
 

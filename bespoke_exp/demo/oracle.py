@@ -49,6 +49,16 @@ def heldout_specs(count: int = 4, training: DemoTraining = DemoTraining()) -> li
     return specs
 
 
+def inset_specs(count: int = 4, training: DemoTraining = DemoTraining()) -> list[punks.PunkSpec]:
+    """Portraits the LoRA was trained on, whose captions are exactly the prompts
+    (`punks.lora_caption`): the first `count` training images whose caption names the
+    background (the first `captions_without_background` leave it out)."""
+    captioned = training_specs(training)[training.captions_without_background :]
+    if count > len(captioned):
+        raise ValueError(f"the demo LoRA has {len(captioned)} captions naming their background, not {count}")
+    return captioned[:count]
+
+
 def oracle_accuracy(image: Image.Image | np.ndarray, spec: punks.PunkSpec) -> float:
     """Share of the 576 cells whose recovered colour is the target's (0 when no grid can
     be recovered at all)."""

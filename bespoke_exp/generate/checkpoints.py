@@ -98,7 +98,8 @@ def available_epochs(directory: Path, stem: str, final_epoch: int) -> dict[int, 
         return found
     for path in directory.iterdir():
         named, epoch = kohya_name(path)
-        if path.suffix == ".safetensors" and named == stem and epoch is not None and path.is_file():
+        # epoch 0 is the base model (no LoRA file), never a `-000000` file.
+        if path.suffix == ".safetensors" and named == stem and epoch and path.is_file():
             found[epoch] = path
     bare = directory / f"{stem}.safetensors"
     if bare.is_file():
@@ -254,6 +255,35 @@ def trigger_words(metadata: Mapping[str, str], share: float = 0.9) -> list[str]:
             common = [t for t, n in counts.items() if n >= share * total]
             words += sorted(common, key=lambda t: (-counts[t], t))[:5]
     return list(dict.fromkeys(w.strip() for w in words if w.strip()))
+
+
+_KOHYA_FOLDER = re.compile(r"^\d+_(?P<concept>.+)$")  # `<repeats>_<concept>`, e.g. 10_bespoke
+
+
+def lora_trigger_words(metadata: Mapping[str, str]) -> list[str]:
+    """The words a prompt calls this LoRA up with, which trigger=off leaves out: the header's
+    `modelspec.trigger_phrase` (comma-separated); else, of the caption tags nearly every image
+    carries (`trigger_words`), those naming a kohya folder's concept (`10_bespoke` -> the tag
+    "TOK bespoke"), else all of them. Empty when the header says none of this."""
+    phrase = metadata.get("modelspec.trigger_phrase", "")
+    if phrase.strip():
+        return list(dict.fromkeys(w.strip() for w in phrase.split(",") if w.strip()))
+    common = trigger_words(metadata)
+    frequency = parse_value(metadata.get("ss_tag_frequency", ""))
+    folders = frequency if isinstance(frequency, dict) else {}
+    concepts = [m["concept"].strip() for m in map(_KOHYA_FOLDER.match, folders) if m and m["concept"].strip()]
+    named = [
+        tag
+        for tag in common
+        if any(re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", tag, re.IGNORECASE) for c in concepts)
+    ]
+    return named or common
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The header's metadata alone (no hashing): what the base model's job reads its trigger
+    words from. CheckpointError for a file that is not readable .safetensors."""
+    return _read_header(path)[0]
 
 
 def training_settings(metadata: Mapping[str, str]) -> dict[str, object]:

@@ -3,7 +3,10 @@
 - Generation identity: what decides the pixels: the config less where things are stored, how
   runs are tracked, analysed and scored; the device kind; and the versions of the libraries
   that compute the pixels. Together with the checkpoint's sha256 it finds earlier attempts at
-  the same images, which can then be reused.
+  the same images, which can then be reused. The base model (epoch 0) has no checkpoint: its
+  identity leaves the whole `checkpoint` group out (LoRA strength included), so one baseline
+  serves every LoRA strength and every LoRA of that base. With trigger=off the texts actually
+  generated count instead of the trigger words that made them.
 - Scoring identity: what decides the scores: the metric settings, the prompts (their checks),
   how much of each prompt the text encoder read, the reference palette and training set
   actually used, and the scoring code itself (scoring/ and pixelart/), read as code: a changed
@@ -25,6 +28,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from bespoke_exp.config import FINGERPRINT_EXCLUDES, job_fingerprint
+from bespoke_exp.config.params import is_baseline
 
 PACKAGE = Path(__file__).resolve().parents[1]
 SCORING_CODE = ("scoring", "pixelart")  # the packages whose code decides a score
@@ -38,13 +42,27 @@ def _digest(data: object) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def generation_identity(cfg: DictConfig, device_kind: str) -> str:
-    """Hash of everything but the checkpoint file that decides a job's images."""
-    # model.family only decides which LoRAs are refused, never a pixel.
-    excluded = (*FINGERPRINT_EXCLUDES, "metrics", "checkpoint.train_dir", "model.family")
+def generation_identity(cfg: DictConfig, device_kind: str, texts: Mapping[str, str] | None = None) -> str:
+    """Hash of everything but the checkpoint file that decides a job's images; `texts` (prompt
+    id -> text generated) when they are not the prompts as written (trigger=off)."""
+    # model.family only decides which LoRAs are refused, never a pixel. `trigger` and the words
+    # it leaves out count through `texts`, so a trigger-on job keeps the identity it had before
+    # the trigger axis existed, and its earlier runs are still reused.
+    excluded = (
+        *FINGERPRINT_EXCLUDES,
+        "metrics",
+        "checkpoint.train_dir",
+        "model.family",
+        "trigger",
+        "checkpoint.trigger_words",
+        *(["checkpoint"] if is_baseline(cfg) else []),  # no LoRA file, no strength: none of it counts
+    )
     config_part = job_fingerprint(cfg, exclude=excluded)
     versions = {name: _version(name) for name in PIXEL_LIBRARIES}
-    return _digest({"config": config_part, "device": device_kind, "libraries": versions})
+    data = {"config": config_part, "device": device_kind, "libraries": versions}
+    if texts is not None:
+        data["generated_texts"] = dict(texts)
+    return _digest(data)
 
 
 def _version(package: str) -> str:

@@ -1,5 +1,7 @@
 """A job's images: every prompt x every seed, drawn by the base pipeline (loaded once per
-process) with the epoch's LoRA applied, each saved as it comes, and a blank one refused."""
+process) with the epoch's LoRA applied (none for the base model, epoch 0), each saved as it
+comes, and a blank one refused. Each prompt is drawn from the text the job generates (its
+trigger words left out with trigger=off; see job/trigger.py)."""
 
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ class GenerationError(RuntimeError):
     """The pipeline ran but produced no picture (e.g. a blank image); the message says which."""
 
 
-def generation_items(cfg: DictConfig) -> list[GenerationItem]:
-    """Every prompt x every seed, prompts in config order."""
+def generation_items(cfg: DictConfig, texts: Mapping[str, str] | None = None) -> list[GenerationItem]:
+    """Every prompt x every seed, prompts in config order; `texts` (by prompt id) replaces what
+    a prompt is generated from, its id and seeds staying the same."""
     return [
-        GenerationItem(prompt_id=p.id, prompt=p.text, seed=seed)
+        GenerationItem(prompt_id=p.id, prompt=(texts or {}).get(p.id, p.text), seed=seed)
         for p in cfg.prompts["items"]
         for seed in cfg.sampler.seeds
     ]
@@ -42,10 +45,17 @@ def _long_prompt_note(sampler: SamplerConfig, limit: int) -> str:
 
 
 def generate_images(
-    cfg: DictConfig, checkpoint_path: Path, images_dir: Path, names: Mapping[ImageKey, str], prefix: str
+    cfg: DictConfig,
+    checkpoint_path: Path | None,
+    texts: Mapping[str, str],
+    images_dir: Path,
+    names: Mapping[ImageKey, str],
+    prefix: str,
 ) -> tuple[dict[ImageKey, Image.Image], dict[str, float], dict[str, str]]:
-    """Images saved as they come; returns them with timings and prompt token counts."""
-    items = generation_items(cfg)
+    """Images of `texts` (prompt id -> text generated) saved as they come, with the LoRA file at
+    `checkpoint_path` applied (None: the base model alone); returns them with timings and
+    prompt token counts."""
+    items = generation_items(cfg, texts)
     sampler: SamplerConfig = OmegaConf.to_object(cfg.sampler)
     timings, token_counts = {}, {}
     started = time.perf_counter()
@@ -54,12 +64,12 @@ def generate_images(
     )
     timings["time/pipeline_load_s"] = time.perf_counter() - started
     pipeline.set_scheduler(pipe, sampler.scheduler)
-    for prompt in cfg.prompts["items"]:
-        tokens, limit = count_prompt_tokens(pipe, prompt.text)
-        token_counts[f"prompt_tokens.{prompt.id}"] = str(tokens)
+    for prompt_id, text in texts.items():
+        tokens, limit = count_prompt_tokens(pipe, text)
+        token_counts[f"prompt_tokens.{prompt_id}"] = str(tokens)
         if tokens > limit:
             note = _long_prompt_note(sampler, limit)
-            print(f"{prefix} note: prompt {prompt.id!r} is {tokens} tokens; {note}")
+            print(f"{prefix} note: prompt {prompt_id!r} is {tokens} tokens; {note}")
     generated = {}
     started = time.perf_counter()
     with pipeline.lora_applied(pipe, checkpoint_path, cfg.checkpoint.lora_scale):

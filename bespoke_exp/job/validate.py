@@ -20,9 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from bespoke_exp.config import ConfigError
+from bespoke_exp.config.params import BASE_EPOCH
 from bespoke_exp.config.schema import MIN_N_BOOT, Thresholds, must
 from bespoke_exp.generate import checkpoints
 from bespoke_exp.generate.prompt_chunks import MODES as LONG_PROMPTS
+from bespoke_exp.job.prompt_sets import template_items
 from bespoke_exp.pixelart.grid import IMAGE_SUFFIXES
 from bespoke_exp.scoring.expectations import validate_prompt
 from bespoke_exp.scoring.palette import load_palette
@@ -85,10 +87,13 @@ def _sweep_axes(cfg: DictConfig) -> list[str]:
     epoch, final = _value(cfg, "epoch"), _value(cfg, "checkpoint.epochs")
     if final < 1:
         problems.append(f"checkpoint.epochs={final} must be {must('checkpoint.epochs')}")
-    elif not 1 <= epoch <= final:
-        problems.append(f"epoch={epoch} is outside 1..{final} (checkpoint.epochs={final})")
+    elif not (epoch == BASE_EPOCH or 1 <= epoch <= final):
+        problems.append(
+            f"epoch={epoch} is outside 1..{final} (checkpoint.epochs={final}); "
+            f"epoch={BASE_EPOCH} is the base model without the LoRA"
+        )
     _finite(problems, "guidance", _value(cfg, "sampler.guidance"), 0)
-    return problems + _lora_scale(cfg)
+    return problems + _lora_scale(cfg) + _trigger_words(cfg)
 
 
 def _lora_scale(cfg: DictConfig) -> list[str]:
@@ -99,8 +104,24 @@ def _lora_scale(cfg: DictConfig) -> list[str]:
     name = "lora_scale" if str(_value(cfg, "lora_scale")) == str(scale) else "checkpoint.lora_scale"
     if math.isfinite(scale) and scale > 0:
         return []
-    why = "the LoRA strength; sweep with lora_scale=0.6,0.8,1.0"
+    why = (
+        "the LoRA strength; sweep with lora_scale=0.6,0.8,1.0; "
+        f"use epoch={BASE_EPOCH} for the base model without the LoRA"
+    )
     return [f"{name}={scale:g} must be a finite number > 0 ({why})"]
+
+
+def _trigger_words(cfg: DictConfig) -> list[str]:
+    """checkpoint.trigger_words: null (read from the LoRA header) or words to leave out."""
+    words = _value(cfg, "checkpoint.trigger_words")
+    if words is None:
+        return []
+    if not words or any(not str(w).strip() for w in words):
+        return [
+            f"checkpoint.trigger_words={list(words)} must be null (read from the LoRA's header) or a "
+            "list of non-empty words, e.g. [TOK,bespoke]"
+        ]
+    return []
 
 
 def _sampler(cfg: DictConfig) -> list[str]:
@@ -289,7 +310,7 @@ def _prompts(cfg: DictConfig) -> list[str]:
     cells = _value(cfg, "prompts.cells")
     if cells < 2:
         problems.append(f"prompts.cells={cells} must be {must('prompts.cells')}")
-    items = _value(cfg, "prompts.items")
+    items = template_items(cfg, problems)  # the items, then what the templates expand to
     if len(items) == 0:
         problems.append(f"prompts={_value(cfg, 'prompts.name')!r} has no items")
     ids = [item.id for item in items]

@@ -36,7 +36,7 @@ from bespoke_exp.scoring.expectations import (
 from bespoke_exp.scoring.fidelity import fidelity_metrics
 from bespoke_exp.scoring.palette import load_palette, palette_metrics
 from bespoke_exp.scoring.regions import Regions, parse_regions
-from bespoke_exp.scoring.registry import composite_score, metric_spec, worst_value
+from bespoke_exp.scoring.registry import composite_score, family_scores, metric_spec, worst_value
 
 
 @dataclass
@@ -72,7 +72,8 @@ def evaluate(
         expectations: extra expectations (objects, or phrases in the prompt language);
             one with the same name as a parsed one replaces it.
         palette: reference palette for palette/off_palette_rate (see load_palette).
-        weights: composite-score weights by metric key; adds `score` when given.
+        weights: composite-score weights by metric key; adds `score`, and its part per metric
+            family (`score/adherence`, `score/grid`, `score/palette`), when given.
         reference: optional target cells x cells image; adds ref/exact and ref/near.
         regions: feature regions (`metrics.regions`) for features stated without
             coordinates; a feature with no region is reported unchecked.
@@ -113,6 +114,7 @@ def evaluate(
     m = {k: (float(v) if np.isfinite(v) else worst_value(k)) for k, v in m.items()}
     if weights is not None:
         m["score"] = composite_score(m, weights)
+        m.update(family_scores(m, weights))  # score/adherence, score/grid, score/palette
     return Evaluation(metrics=m, checks=checks, grid=grid, fit=fit)
 
 

@@ -94,6 +94,9 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("ref/exact", True, "mean", "share of cells with the reference's colour name"),
         MetricSpec("ref/near", True, "mean", "share of cells within dE 2 of the reference"),
         MetricSpec("score", True, "mean", "weighted mean of metric utilities (weights: conf/metrics)"),
+        MetricSpec("score/adherence", True, "mean", "`score` over the adherence/* metrics only"),
+        MetricSpec("score/grid", True, "mean", "`score` over the grid/* metrics only"),
+        MetricSpec("score/palette", True, "mean", "`score` over the palette/* metrics only"),
         # Lower is better for these three, so their utility runs from 1 (worst) down to 0 (best).
         MetricSpec(
             "quality/collapsed",
@@ -118,6 +121,28 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("check/*", True, "mean", "share of images passing this check (strict)"),
     ]
 }
+
+
+# The composite and its part per metric family: what the LoRA buys is read family by family.
+FAMILY_SCORES = {
+    "score": "composite",
+    "score/adherence": "adherence",
+    "score/grid": "grid",
+    "score/palette": "palette",
+}
+
+
+def family_scores(metrics: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
+    """`score/<family>`: the composite over one family's weighted metrics, for each family with a
+    weighted metric present (a family the weights leave out has no score, not a perfect one)."""
+    out = {}
+    for key, family in FAMILY_SCORES.items():
+        if key == "score":
+            continue
+        own = {k: w for k, w in weights.items() if k.startswith(f"{family}/") and w}
+        if any(k in metrics and np.isfinite(metrics[k]) for k in own):
+            out[key] = composite_score(metrics, own)
+    return out
 
 
 def metric_spec(key: str) -> MetricSpec:

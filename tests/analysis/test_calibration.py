@@ -13,6 +13,7 @@ import importlib.util
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from bespoke_exp.analysis.diagnosis import diagnose
 from bespoke_exp.analysis.recommendation import recommend_from_images
@@ -54,6 +55,33 @@ def test_null_sweep_with_few_prompts_rarely_claims_a_winner_or_a_trend() -> None
     r = outcomes(200, prompts=3, seeds=4, interaction_sd=0.0)
     assert r["beats"] <= 0.05
     assert r["trend"] <= 0.05
+
+
+@pytest.mark.parametrize("prompts", [4, 3])
+def test_null_sweep_with_two_seeds_per_prompt_rarely_claims_a_winner_or_a_trend(prompts) -> None:
+    # The demo's shape and a typical first sweep's. Some prompts' images several times noisier
+    # than others' (the "uneven" noise model): a seeds-within-prompt bootstrap sees two values
+    # per prompt, half their variance, and called a trend in ~7% of these sweeps.
+    r = outcomes(150, seed=11, prompts=prompts, seeds=2, interaction_sd=0.0, prompt_noise_sd=0.7)
+    assert r["beats"] <= 0.05
+    assert r["trend"] <= 0.05
+
+
+def test_a_seed_drifting_over_neighbouring_epochs_does_not_make_a_trend() -> None:
+    # The same seed on adjacent checkpoints gives similar images, so near epochs differ less than
+    # far ones: a variance pooled over every epoch alone would be too small for the peak-vs-last
+    # comparison the trend rests on.
+    r = outcomes(150, seed=12, prompts=4, seeds=2, interaction_sd=0.0, epoch_corr=0.9)
+    assert r["trend"] <= 0.05
+
+
+def test_a_sweep_too_small_for_any_interval_says_so_and_claims_nothing() -> None:
+    one = cal.simulate(np.random.default_rng(13), cal.peak(0.3), prompts=1, seeds=1)
+    rec = recommend_from_images(one, final_epoch=10, settings=FAST)
+    assert rec.diagnosis.code not in ("overfitting", "undertrained")
+    assert not rec.beats_runner_up.significant
+    assert any("too small for any interval" in c for c in rec.intervals["caveats"])
+    assert "too small for any interval" in rec.to_markdown()
 
 
 def test_two_tied_leaders_are_rarely_separated() -> None:

@@ -82,6 +82,7 @@ def test_sweep_logs_one_parent_and_a_finished_child_per_job(tmp_path, demo_dir, 
         "score_by_epoch.png",
         "score_heatmap.png",
         "best_seeds.png",
+        "lora_value.png",  # the seed prompts mark `advanced` in-set: it is set beside the other two
         *(f"comparison_{p}.png" for p in ("basic", "advanced", "accessory")),
     }
     assert report == {f"report/{name}" for name in expected}

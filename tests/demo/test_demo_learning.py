@@ -23,8 +23,8 @@ from bespoke_exp.config import compose_config
 from bespoke_exp.demo import punks
 from bespoke_exp.demo.base_training import BaseTraining, crisp_render, rough_render
 from bespoke_exp.demo.build import ensure_demo, train_demo
-from bespoke_exp.demo.oracle import heldout_specs, oracle_accuracy
-from bespoke_exp.demo.training import LORA_STEM, DemoTraining, training_specs
+from bespoke_exp.demo.oracle import heldout_specs, inset_specs, oracle_accuracy
+from bespoke_exp.demo.training import LORA_STEM, DemoTraining, training_specs, write_training_set
 
 
 def test_the_demo_prompt_set_is_the_oracles_heldout_specs() -> None:
@@ -33,6 +33,19 @@ def test_the_demo_prompt_set_is_the_oracles_heldout_specs() -> None:
     assert [item["text"] for item in items] == [punks.lora_caption(s) for s in specs]
     trained = {(s.background, s.hair, s.skin) for s in training_specs(DemoTraining())}
     assert not trained & {(s.background, s.hair, s.skin) for s in specs}
+
+
+def test_the_demo_split_set_is_the_heldout_set_and_training_captions_word_for_word(tmp_path) -> None:
+    """prompts=demo_split: demo.yaml's held-out four, then four of the LoRA's own captions (as
+    the demo's training folder holds them), each the oracle's spec."""
+    items = compose_config(["prompts=demo_split"]).prompts["items"]
+    heldout = [(item["id"], item["text"]) for item in compose_config([]).prompts["items"]]
+    assert [(item["id"], item["text"]) for item in items[: len(heldout)]] == heldout
+    inset = [item["text"] for item in items[len(heldout) :]]
+    assert inset == [punks.lora_caption(s) for s in inset_specs(len(inset))]
+    write_training_set(tmp_path / "train", DemoTraining())
+    captions = {p.read_text().strip() for p in (tmp_path / "train").rglob("*.txt")}
+    assert len(inset) == 4 and set(inset) <= captions
 
 
 def test_the_oracle_tells_the_asked_portrait_from_rough_and_wrong_ones() -> None:

@@ -10,7 +10,7 @@ from bespoke_exp.job.run import axis_values, job_name, job_params
 def test_lora_scale_is_a_top_level_axis_and_the_old_spelling_still_works() -> None:
     for overrides, scale in ((["lora_scale=0.8"], 0.8), (["checkpoint.lora_scale=0.7"], 0.7), ([], 1.0)):
         cfg = compose_config(["epoch=3", *overrides])
-        assert axis_values(cfg) == {"epoch": 3, "guidance": 7.5, "lora_scale": scale}
+        assert axis_values(cfg) == {"epoch": 3, "guidance": 7.5, "lora_scale": scale, "trigger": 1.0}
     # Both spellings of one strength are one job (same fingerprint), another strength another.
     print_ = {
         o: job_fingerprint(compose_config([o])) for o in ("lora_scale=0.8", "checkpoint.lora_scale=0.8")

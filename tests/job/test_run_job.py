@@ -109,7 +109,7 @@ def test_missing_epoch_fails_the_run_with_the_reason(small_cfg, tmp_path, demo_d
         ("sampler.guidance", -1.0, "guidance=-1 must be >= 0"),
         ("sampler.width", 100, "sampler.width=100 must be a positive multiple of 8"),
         ("sampler.seeds", [], "sampler.seeds is empty"),
-        ("epoch", 0, "epoch=0 is outside 1..10"),
+        ("epoch", -1, "epoch=-1 is outside 1..10"),
     ],
 )
 def test_bad_sampler_values_are_rejected_before_any_run(small_cfg, tmp_path, key, value, message):

@@ -27,8 +27,8 @@ def test_every_swept_value_is_checked_before_the_sweep_starts() -> None:
         problems = sweep_problems(config, jobs)
     assert problems == [
         "guidance=-1 must be >= 0",
-        "epoch=11 is outside 1..10 (checkpoint.epochs=10)",
-        "epoch='abc' must be an integer (sweep with epoch=1,2,...,10)",
+        "epoch=11 is outside 1..10 (checkpoint.epochs=10); epoch=0 is the base model without the LoRA",
+        "epoch='abc' must be an integer (sweep with epoch=0,1,2,...,10; 0 is the base model)",
     ]
 
 
