@@ -299,3 +299,51 @@ def save_tiny_pipeline(folder: Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         build_tiny_pipeline(folder.parent / f"{folder.name}-tokenizer").save_pretrained(folder)
     return folder
+
+
+def defect_portraits(defect: str, n: int, seed: int):
+    """`n` random portraits with one defect class applied: (spec, true 24x24 art, picture, the
+    rng that drew them, for claims about the same portrait). The same (defect, seed) gives the
+    same portraits in every test."""
+    import numpy as np
+
+    from bespoke_exp.demo.defects import ALL_CLASSES, apply_defect
+    from bespoke_exp.demo.punks import render, sample_spec
+
+    rng = np.random.default_rng([seed, ALL_CLASSES.index(defect)])
+    for _ in range(n):
+        spec = sample_spec(rng)
+        truth = render(spec)
+        yield spec, truth, apply_defect(truth, defect, rng), rng
+
+
+def claim_verdicts(image, phrases: list[str]) -> dict[str, bool]:
+    """Each checked claim's verdict on `image`, as the job scores it (the shipped regions)."""
+    from bespoke_exp.config import CONF_DIR
+    from bespoke_exp.scoring.evaluate import evaluate
+
+    regions = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "metrics" / "default.yaml").regions)
+    ev = evaluate(image, ", ".join(phrases), regions=regions)
+    return {c.name: c.passed for c in ev.checks if c.checked}
+
+
+def two_seeds():
+    """(items, settings): one short prompt at seeds 0 and 1, one batch of 2, 2 steps at 128 px:
+    what the generation tests draw before and after a change to the pipeline."""
+    from bespoke_exp.config.schema import SamplerConfig
+    from bespoke_exp.generate.sampling import GenerationItem
+
+    prompt = "TOK bespoke, 24x24 pixel grid portrait, orange solid background"
+    settings = SamplerConfig(
+        scheduler="euler", steps=2, guidance=7.5, width=128, height=128, negative_prompt="", batch_size=2
+    )
+    return [GenerationItem("p", prompt, seed) for seed in (0, 1)], settings
+
+
+def pixels(pipe, items, settings) -> list:
+    """The pictures `pipe` draws for `items`, as int16 arrays (differences don't wrap)."""
+    import numpy as np
+
+    from bespoke_exp.generate.sampling import generate
+
+    return [np.asarray(image, dtype=np.int16) for _, image in generate(pipe, items, settings)]

@@ -10,13 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bespoke_exp.config.schema import SamplerConfig
 from bespoke_exp.demo.training import LORA_STEM
 from bespoke_exp.generate import pipeline as pl
 from bespoke_exp.generate.checkpoints import available_epochs, read_checkpoint
 from bespoke_exp.generate.pipeline import LoraLoadError
-from bespoke_exp.generate.sampling import GenerationItem, generate
-from tests.helpers import write_lora
+from tests.helpers import pixels, two_seeds, write_lora
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +22,11 @@ def pipe(demo_dir):
     return pl.load_pipeline(str(demo_dir / "pipeline"), device="cpu", dtype="float32")
 
 
-SETTINGS = SamplerConfig(
-    scheduler="euler", steps=2, guidance=7.5, width=128, height=128, negative_prompt="", batch_size=2
-)
-
-
-ITEMS = [
-    GenerationItem("p", "TOK bespoke, 24x24 pixel grid portrait, orange solid background", s) for s in (0, 1)
-]
+ITEMS, SETTINGS = two_seeds()
 
 
 def _pixels(pipe) -> list[np.ndarray]:
-    return [np.asarray(image, dtype=np.int16) for _, image in generate(pipe, ITEMS, SETTINGS)]
+    return pixels(pipe, ITEMS, SETTINGS)
 
 
 class _Collect(logging.Handler):

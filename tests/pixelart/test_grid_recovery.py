@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 from PIL import Image
 
-from bespoke_exp.config import CONF_DIR
 from bespoke_exp.demo.defects import DEFECT_CLASSES, apply_defect, cell_edges, claim_phrases, upscale
 from bespoke_exp.demo.punks import PunkSpec, render, sample_spec
 from bespoke_exp.pixelart.grid import cell_accuracy, fit_grid, recover_grid
-from bespoke_exp.scoring.evaluate import evaluate
+from tests.helpers import claim_verdicts, defect_portraits
 
-CONF = CONF_DIR / "metrics" / "default.yaml"
-REGIONS = OmegaConf.to_container(OmegaConf.load(CONF).regions)
 # The defect classes of the table of real outputs the recovery was measured on.
 MEASURED_CLASSES = ("clean", "smooth", "noise_jpeg", "wander_blur", "drift_blur", "speckle", "offset_partial")
 # Worst portrait's share of cells within 12/255 of the truth. Heavy speckle (noise sigma
@@ -28,37 +24,31 @@ MEASURED_CLASSES = ("clean", "smooth", "noise_jpeg", "wander_blur", "drift_blur"
 WORST = {"speckle": 0.97}
 
 
-def _portraits(defect: str, n: int, seed: int = 11):
-    rng = np.random.default_rng([seed, DEFECT_CLASSES.index(defect)])
-    for _ in range(n):
-        spec = sample_spec(rng)
-        truth = render(spec)
-        yield spec, truth, apply_defect(truth, defect, rng), rng
-
-
 @pytest.mark.parametrize("defect", MEASURED_CLASSES)
 def test_cells_within_12_levels_under_each_measured_defect_class(defect: str) -> None:
     acc = [
-        cell_accuracy(np.asarray(recover_grid(img)), truth, 12) for _, truth, img, _ in _portraits(defect, 5)
+        cell_accuracy(np.asarray(recover_grid(img)), truth, 12)
+        for _, truth, img, _ in defect_portraits(defect, 5, seed=11)
     ]
     assert min(acc) >= WORST.get(defect, 0.99), acc
     assert np.mean(acc) >= (0.98 if defect == "speckle" else 0.995), acc
 
 
-def _verdicts(image, phrases: list[str]) -> dict[str, bool]:
-    ev = evaluate(image, ", ".join(phrases), regions=REGIONS)
-    return {c.name: c.passed for c in ev.checks if c.checked}
+# Before issue 26 the soft classes kept 0.83 (bicubic), 0.95 (lanczos) and 0.89 (soft_texture)
+# of the verdicts: pupils and one-cell features read off a lattice drifting on broad edges,
+# blended into their neighbours. All now keep every one.
+SOFT_CLAIM_CLASSES = ("bicubic", "lanczos", "texture", "soft_texture", "partial_blur")
 
 
-@pytest.mark.parametrize("defect", MEASURED_CLASSES)
+@pytest.mark.parametrize("defect", MEASURED_CLASSES + SOFT_CLAIM_CLASSES)
 def test_true_claims_pass_and_false_claims_fail(defect: str) -> None:
     right = total = 0
-    for spec, truth, img, rng in _portraits(defect, 3, seed=5):
+    for spec, truth, img, rng in defect_portraits(defect, 3, seed=5):
         for phrases, want in zip(claim_phrases(spec, rng), (True, False)):
             # Claims whose verdict on the exact art is not the intended one (a pupil moved
             # onto black hair) say nothing about recovery.
-            expected = [k for k, v in _verdicts(truth, phrases).items() if v == want]
-            got = _verdicts(img, phrases)
+            expected = [k for k, v in claim_verdicts(truth, phrases).items() if v == want]
+            got = claim_verdicts(img, phrases)
             right += sum(got[k] == want for k in expected)
             total += len(expected)
     assert total >= 3 * 12
@@ -89,7 +79,7 @@ def test_art_window_is_found_when_its_background_runs_to_the_edge(
 
 @pytest.mark.parametrize("defect", ["clean", "blur", "smooth", "noise_jpeg", "drift_blur"])
 def test_frame_filling_art_is_not_taken_for_a_partial_frame(defect: str) -> None:
-    for _, _, img, _ in _portraits(defect, 4, seed=3):
+    for _, _, img, _ in defect_portraits(defect, 4, seed=3):
         fit = fit_grid(img, 24)
         assert fit.frame_cells == (24, 24) and fit.window_cell == (0, 0)
         assert fit.coverage == pytest.approx((1.0, 1.0), abs=0.01)
@@ -101,7 +91,7 @@ def test_wandering_widths_keep_every_cell(defect: str) -> None:
     # looks like art of a smaller pitch (seed 3's last wander portrait does): then the
     # layout must still put the window on the art, and elsewhere the known-count fit,
     # not a rigid lattice, must follow the widths.
-    for _, truth, img, _ in _portraits(defect, 4, seed=3):
+    for _, truth, img, _ in defect_portraits(defect, 4, seed=3):
         assert cell_accuracy(np.asarray(recover_grid(img)), truth) == 1.0
 
 

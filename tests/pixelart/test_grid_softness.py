@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 from PIL import Image
 
-from bespoke_exp.config import CONF_DIR
-from bespoke_exp.demo.defects import ALL_CLASSES, ISSUE26_CLASSES, apply_defect, claim_phrases
-from bespoke_exp.demo.punks import render, sample_spec
+from bespoke_exp.demo.defects import ISSUE26_CLASSES
 from bespoke_exp.pixelart.cell_colour import measure_footprint, pool_palette, recover_cells
 from bespoke_exp.pixelart.fit import GridFit
 from bespoke_exp.pixelart.footprint import CANDIDATES, HARD, Footprint
 from bespoke_exp.pixelart.grid import cell_accuracy, fit_grid, recover_grid
-from bespoke_exp.scoring.evaluate import evaluate
+from tests.helpers import defect_portraits
 
-CONF = CONF_DIR / "metrics" / "default.yaml"
-REGIONS = OmegaConf.to_container(OmegaConf.load(CONF).regions)
 CUBIC = next(fp for fp in CANDIDATES if fp.name == "cubic1")
 LANCZOS = next(fp for fp in CANDIDATES if fp.name == "lanczos1")
 # Mean share of cells within 12/255 of the truth over 6 portraits, a little below what
@@ -44,28 +39,15 @@ FLOOR = {
 }
 
 
-def _portraits(defect: str, n: int, seed: int = 26):
-    rng = np.random.default_rng([seed, ALL_CLASSES.index(defect)])
-    for _ in range(n):
-        spec = sample_spec(rng)
-        truth = render(spec)
-        yield spec, truth, apply_defect(truth, defect, rng), rng
-
-
 def _frame_filling(cells: int = 24, size: int = 1024) -> GridFit:
     edges = np.linspace(0.0, size, cells + 1)
     return GridFit(edges, edges, size, size)
 
 
-def _verdicts(image, phrases: list[str]) -> dict[str, bool]:
-    ev = evaluate(image, ", ".join(phrases), regions=REGIONS)
-    return {c.name: c.passed for c in ev.checks if c.checked}
-
-
 @pytest.mark.parametrize("defect", ISSUE26_CLASSES)
 def test_cells_within_12_levels_beat_every_plain_method(defect: str) -> None:
     ours, plain = [], {"nearest": [], "box": []}
-    for _, truth, img, _ in _portraits(defect, 6):
+    for _, truth, img, _ in defect_portraits(defect, 6, seed=26):
         ours.append(cell_accuracy(np.asarray(recover_grid(img)), truth, 12))
         plain["nearest"].append(cell_accuracy(np.asarray(img.resize((24, 24), Image.NEAREST)), truth, 12))
         plain["box"].append(cell_accuracy(np.asarray(img.resize((24, 24), Image.BOX)), truth, 12))
@@ -74,24 +56,6 @@ def test_cells_within_12_levels_beat_every_plain_method(defect: str) -> None:
     # plain method on one kind of softness, and neither may beat us on any.
     for name, values in plain.items():
         assert np.mean(ours) >= np.mean(values), (name, np.mean(values), ours)
-
-
-@pytest.mark.parametrize("defect", ["bicubic", "lanczos", "texture", "soft_texture", "partial_blur"])
-def test_true_claims_pass_and_false_claims_fail(defect: str) -> None:
-    # Before issue 26 these portraits kept 0.83 (bicubic), 0.95 (lanczos) and 0.89
-    # (soft_texture) of the verdicts: pupils and one-cell features read off a lattice
-    # drifting on broad edges, blended into their neighbours. All now keep every one.
-    right = total = 0
-    for spec, truth, img, rng in _portraits(defect, 3, seed=5):
-        for phrases, want in zip(claim_phrases(spec, rng), (True, False)):
-            # Claims whose verdict on the exact art is not the intended one say nothing
-            # about recovery.
-            expected = [k for k, v in _verdicts(truth, phrases).items() if v == want]
-            got = _verdicts(img, phrases)
-            right += sum(got[k] == want for k in expected)
-            total += len(expected)
-    assert total >= 3 * 12
-    assert right / total >= 0.97, (right, total)
 
 
 @pytest.mark.parametrize(
@@ -107,7 +71,7 @@ def test_true_claims_pass_and_false_claims_fail(defect: str) -> None:
     ],
 )
 def test_the_footprint_measured_is_the_one_the_picture_was_made_with(defect: str, names: set[str]) -> None:
-    for _, _, img, _ in _portraits(defect, 3, seed=8):
+    for _, _, img, _ in defect_portraits(defect, 3, seed=8):
         assert measure_footprint(np.asarray(img), fit_grid(img, 24)).name in names
 
 
@@ -117,7 +81,7 @@ def test_each_kind_of_softness_defeats_the_other_kinds_estimator(defect: str, wr
     # towards the neighbours; under texture, modelling ramps that are not there misreads
     # the cell. The measured footprint must not pay either price.
     measured, forced = [], []
-    for _, truth, img, _ in _portraits(defect, 4, seed=9):
+    for _, truth, img, _ in defect_portraits(defect, 4, seed=9):
         arr = np.asarray(img)
         fit = fit_grid(img, 24)
         measured.append(cell_accuracy(recover_cells(arr, fit), truth, 12))
@@ -147,7 +111,7 @@ def test_soft_frame_filling_art_gets_the_regular_lattice(defect: str) -> None:
     # Broad ramps and ringing leave the known-count fit free to drift by most of a cell
     # where few edges pin it; the regular lattice explains such pictures better.
     regular = np.linspace(0, 1024, 25)
-    for _, _, img, _ in _portraits(defect, 4, seed=3):
+    for _, _, img, _ in defect_portraits(defect, 4, seed=3):
         fit = fit_grid(img, 24)
         assert np.abs(fit.x - regular).max() <= 1.0 and np.abs(fit.y - regular).max() <= 1.0
 
