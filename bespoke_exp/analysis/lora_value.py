@@ -139,7 +139,8 @@ def measure(
     new = images[_splits(images) == HELD_OUT] if has_splits else images
     baseline = _baseline_gains(shown(new), settings) if has_base else []
     trigger = _trigger_effects(new, settings) if has_trigger else []
-    lora = shown(images)[shown(images)["epoch"].astype(int) != BASE_EPOCH]
+    drawn = shown(images)
+    lora = drawn[drawn["epoch"].astype(int) != BASE_EPOCH]
     splits = _split_scores(lora, settings, higher_is_better) if has_splits else []
     findings = [*_baseline_findings(baseline, settings), *_trigger_findings(trigger, settings)]
     return LoraValue(baseline, trigger, splits, findings)
