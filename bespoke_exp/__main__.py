@@ -157,7 +157,14 @@ def cli() -> None:
     try:
         main()
     except KeyboardInterrupt as error:
-        close_open_sweeps(error)
+        try:
+            close_open_sweeps(error)
+        except KeyboardInterrupt:  # stopped again while closing: what is left, rank closes later
+            print("[bespoke_exp] stopped again while closing the sweep", file=sys.stderr)
+        # A signal still pending (delivered twice, or re-raised at the end of a deferred block)
+        # must not turn the exit status 130 into death by SIGINT.
+        for signum in (signal.SIGINT, *_STOP_SIGNALS):
+            signal.signal(signum, signal.SIG_IGN)
         raise SystemExit(130) from None
     except SweepAborted as error:
         close_open_sweeps(RuntimeError("the base model could not be loaded (see above)"))

@@ -24,9 +24,18 @@ ALLOWED: dict[str, set[str]] = {
     "sweep": {"sweep", "config", "interrupts", "job", "generate", "tracking"},
     "analysis": {"analysis", "config", "tracking", "pixelart", "generate", "scoring.registry"},
 }
-ENTRY_POINTS = {"__main__", "rank", "rescore", "checkpoints", "__init__"}  # may import anything
+ENTRY_POINTS = {
+    "__main__",
+    "rank",
+    "rescore",
+    "retrain",
+    "confirm",
+    "checkpoints",
+    "__init__",
+}  # may import anything
 ONLY_IN = {
     "mlflow": {"tracking.store"},
+    "tensorboard": {"analysis.training_log"},  # the trainer's logs, read with TensorBoard's own parser
     "diffusers": {
         "generate.pipeline",
         "generate.schedulers",

@@ -12,6 +12,8 @@
 - what the LoRA buys, when the sweep measured it: `epoch_gain_over_base/<family>/gain` (and
   `/ci_low`, `/ci_high`) per metric family, `epoch_trigger/effect` (trigger on minus off), and
   `epoch_<metric>/in_set`, `/held_out`, `/gap` (training-caption prompts against the others);
+- the training curve, when `checkpoint.train_logs` names the trainer's logs: `epoch_training/loss`
+  (the trainer's loss per epoch) beside `epoch_training/held-out_<metric>` in one section;
 - `dashboard/images.json`: one row per generated image with every metric and where the image is.
 
 Everything comes from what the report already has (the recommendation, the sweep's tables and
@@ -27,7 +29,7 @@ import pandas as pd
 from PIL import Image
 
 from bespoke_exp import tracking
-from bespoke_exp.analysis import lora_value
+from bespoke_exp.analysis import lora_value, training_curve
 from bespoke_exp.analysis.load import Sweep
 from bespoke_exp.analysis.recommendation import Recommendation
 from bespoke_exp.analysis.statistics import combination_of
@@ -74,6 +76,11 @@ def epoch_curves(sweep: Sweep, rec: Recommendation) -> dict[str, dict[int, float
     for row in value.splits if value else []:
         for stat in ("in_set", "held_out", "gap", "gap_ci_low", "gap_ci_high"):
             add(f"epoch_{rec.metric}/{stat}", row["epoch"], row[stat])
+    curve = rec.training_curve or {}
+    for epoch, loss in (curve.get("loss") or {}).items():
+        add(training_curve.LOSS_KEY, epoch, loss)
+    for epoch, score in (curve.get("score") or {}).items():
+        add(training_curve.score_key(curve["score_label"]), epoch, score)
     components = [m for m in COMPONENTS if m in sweep.runs.columns and m != rec.metric]
     for metric, by_epoch in sweep.runs.groupby("epoch")[components].mean().items():
         for epoch, value in by_epoch.items():

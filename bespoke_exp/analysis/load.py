@@ -10,6 +10,7 @@ of both tables; the analysis ranks every combination of the axes the sweep varie
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,9 @@ class Sweep:
     status: str = "FINISHED"  # the parent run's
     jobs_expected: int | None = None  # the jobs the sweep was launched with (None: unknown)
     jobs_unfinished: int = 0  # job runs not FINISHED: failed, killed or still running
+    overrides: list[str] = field(default_factory=list)  # the sweep's command line (its settings.json)
+    guidance_range: tuple[float, float] | None = None  # model.guidance_range of the jobs
+    train_logs: str | None = None  # checkpoint.train_logs: the trainer's TensorBoard logs
 
     def incomplete(self) -> str | None:
         """Why this sweep's ranking is not final (None when every job it launched finished):
@@ -115,6 +119,7 @@ def load_sweep(
     runs = pd.DataFrame(rows)
     runs = runs.sort_values([a for a in SWEEP_AXES if a in runs.columns], ignore_index=True)
     first = finished[0].data.params
+    settings = tracking.load_dict(tracker, parent.info.run_id, tracking.SWEEP_SETTINGS) or {}
     sweep_dir = Path(parent.data.tags["sweep_dir"]) if "sweep_dir" in parent.data.tags else None
     return Sweep(
         tracker=tracker,
@@ -131,15 +136,25 @@ def load_sweep(
         sweep_dir=sweep_dir if sweep_dir and sweep_dir.is_dir() else None,
         prompt_set=first.get("prompts.name"),
         scoring_identity=_shared({r.data.tags.get("scoring_identity") for r in finished}),
-        analysis_settings=settings_from(
-            AnalysisConfig,
-            (tracking.load_dict(tracker, parent.info.run_id, tracking.SWEEP_SETTINGS) or {}).get("analysis"),
-        ),
+        analysis_settings=settings_from(AnalysisConfig, settings.get("analysis")),
         levels={a: values for a in EXTRA_AXES if (values := _levels(children + reused, a))},
         status=parent.info.status,
         jobs_expected=_job_count(parent.data.params.get("sweep.jobs")),
         jobs_unfinished=sum(r.info.status != "FINISHED" for r in children),
+        overrides=list(settings.get("overrides") or parent.data.params.get("sweep.overrides", "").split()),
+        guidance_range=_guidance_range(first.get("model.guidance_range")),
+        train_logs=None
+        if first.get("checkpoint.train_logs", "null") == "null"
+        else first["checkpoint.train_logs"],
     )
+
+
+def _guidance_range(recorded: str | None) -> tuple[float, float] | None:
+    try:
+        low, high = json.loads(recorded or "null") or ()
+        return float(low), float(high)
+    except (ValueError, TypeError):  # not recorded (null), or a sweep from before the range
+        return None
 
 
 def _job_count(recorded: str | None) -> int | None:

@@ -22,7 +22,9 @@ import pandas as pd
 from bespoke_exp.analysis import lora_value
 from bespoke_exp.analysis.diagnosis import Diagnosis, RetrainSuggestion, diagnose_table
 from bespoke_exp.analysis.load import Sweep
+from bespoke_exp.analysis.next_run import propose_sweeps
 from bespoke_exp.analysis.resampling import Resampling, seeds_needed
+from bespoke_exp.analysis.retrain import recorded_training
 from bespoke_exp.analysis.statistics import (
     BASE_AXES,
     Comparison,
@@ -36,6 +38,7 @@ from bespoke_exp.analysis.statistics import (
     seeds_per_prompt,
     table_resampling,
 )
+from bespoke_exp.analysis.training_curve import training_curve
 from bespoke_exp.config.schema import AnalysisConfig
 
 # Diagnoses that cannot say whether to retrain, and what would let them.
@@ -67,6 +70,10 @@ class Recommendation:
     lora_value: lora_value.LoraValue | None = None  # gain over the base, trigger effect, in-set vs held-out
     ranked_on: str = ""  # which images the ranking leaves out, and why
     ranked_prompts: str = "all"  # heldout: the sweep has in-set prompts too, and ranks the others
+    # Sweeps that extend an axis whose best value sits at the edge of what was swept (next_run)
+    next_sweeps: list[dict[str, Any]] = field(default_factory=list)
+    # The trainer's loss per epoch beside the held-out score, or why it is not there (training_curve)
+    training_curve: dict[str, Any] | None = None
 
     @property
     def extra_axes(self) -> list[str]:
@@ -90,6 +97,12 @@ class Recommendation:
     @property
     def retrain(self) -> RetrainSuggestion | None:
         return self.diagnosis.retrain
+
+    @property
+    def waits_on(self) -> str | None:
+        """Why the verdict is not to be acted on yet: a next sweep that has to come first."""
+        first = [n["reason"] for n in self.next_sweeps if n.get("comes_first")]
+        return first[0] if first else None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,13 +154,22 @@ class Recommendation:
             lines += [f"- **{f.code}**: {f.sentence}", f"  - evidence: {ev}"]
         rt = self.retrain
         epochs = f" (epochs={rt.epochs})" if rt and rt.epochs is not None else ""
-        if rt:
+        if self.waits_on:
+            verdict = f"Not decided yet: {self.waits_on} first (see Next sweep)."
+        elif rt:
             verdict = f"{rt.action}{epochs}: {rt.reason}."
         elif self.diagnosis.code in UNDECIDED:  # the sweep left out epochs that could change the answer
             verdict = UNDECIDED[self.diagnosis.code]
         else:
             verdict = "No retrain needed."
         lines += ["", "## Retrain", "", verdict]
+        if self.training_curve:
+            lines += ["", self.training_curve["sentence"]]
+        if not self.waits_on and (rt or self.diagnosis.code not in UNDECIDED):
+            lines += ["", "The next run's sd-scripts config: `python -m bespoke_exp.retrain`."]
+        if self.next_sweeps:
+            lines += ["", "## Next sweep", ""]
+            lines += [f"- {n['reason']}:\n\n      {n['command']}\n" for n in self.next_sweeps]
         return "\n".join(lines) + "\n"
 
     def _ranking_table(self, top: int) -> list[str]:
@@ -277,7 +299,18 @@ def recommend_from_images(
 
 def recommend(sweep: Sweep, settings: AnalysisConfig | None = None) -> Recommendation:
     """Rank the sweep's combinations (every swept axis) with bootstrap CIs and diagnose, with
-    `settings`, by default the ones the sweep ran with (`Sweep.analysis_settings`)."""
-    return recommend_from_images(
+    `settings`, by default the ones the sweep ran with (`Sweep.analysis_settings`); propose the
+    sweeps that extend an axis past its edge."""
+    rec = recommend_from_images(
         sweep.images, final_epoch=sweep.final_epoch, settings=settings or sweep.analysis_settings
     )
+    swept = {"epoch": sweep.epochs, "guidance": sweep.guidances, **sweep.levels}
+    proposals = propose_sweeps(rec.best, swept, sweep.overrides, sweep.final_epoch, sweep.guidance_range)
+    rec.next_sweeps = [asdict(p) for p in proposals]
+    if sweep.train_logs:
+        training, _ = recorded_training(sweep)
+        heldout = rec.ranked_prompts == "heldout" or set(sweep.images.get("split", [])) == {"heldout"}
+        rec.training_curve = plain(
+            training_curve(sweep.train_logs, rec.metric, rec.by_epoch, training, heldout)
+        )
+    return rec

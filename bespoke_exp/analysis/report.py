@@ -17,12 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from bespoke_exp import tracking
-from bespoke_exp.analysis import dashboard, figures, lora_value
+from bespoke_exp.analysis import dashboard, figures, lora_value, retrain
 from bespoke_exp.analysis.champion import register_champion
 from bespoke_exp.analysis.load import Sweep, load_sweep
 from bespoke_exp.analysis.lora_figure import lora_value_figure
 from bespoke_exp.analysis.recommendation import Recommendation, recommend
 from bespoke_exp.analysis.statistics import combination_of, describe
+from bespoke_exp.analysis.training_curve import training_curve_figure
 from bespoke_exp.config.schema import AnalysisConfig
 from bespoke_exp.generate.image_store import image_file_name
 from bespoke_exp.pixelart.sheets import comparison_sheet, seed_sheet
@@ -78,7 +79,25 @@ def _write_figures(sweep: Sweep, rec: Recommendation, out_dir: Path) -> list[Pat
     if rec.lora_value is not None:
         value = lora_value_figure(rec.lora_value, rec.metric, f"sweep {sweep.sweep_id}: what the LoRA buys")
         written.append(figures.save_figure(value, out_dir / "lora_value.png"))
+    if rec.training_curve and rec.training_curve.get("loss"):
+        title = f"sweep {sweep.sweep_id}: training loss and {rec.training_curve['score_label']} by epoch"
+        curve = training_curve_figure(rec.training_curve, title)
+        written.append(figures.save_figure(curve, out_dir / "training_curve.png"))
     return written
+
+
+def write_trainer_config(sweep: Sweep, rec: Recommendation, out_dir: Path) -> list[Path]:
+    """`retrain/sd_scripts.toml` (the next run for kohya's sd-scripts) and `retrain/changes.md`
+    (what it changes, in words); nothing when no swept checkpoint recorded its training."""
+    training, prompts = retrain.recorded_training(sweep)
+    if training is None:
+        return []
+    trainer = retrain.sd_scripts_config(training, rec.retrain, prompts, rec.waits_on)
+    folder = out_dir / retrain.ARTIFACT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / retrain.TOML_FILE).write_text(trainer.to_toml())
+    (folder / retrain.CHANGES_FILE).write_text(trainer.changes_markdown())
+    return [folder / retrain.TOML_FILE, folder / retrain.CHANGES_FILE]
 
 
 def _write_sheets(sweep: Sweep, rec: Recommendation, out_dir: Path, images: dict) -> list[Path]:
@@ -187,6 +206,11 @@ def report_sweep(
         report_dir = out_dir or Path(tmp)
         write_report(sweep, rec, report_dir, images)
         tracking.log_artifacts(sweep.tracker, sweep.parent_run_id, report_dir, REPORT_DIR)
+    with tempfile.TemporaryDirectory() as tmp:
+        if write_trainer_config(sweep, rec, Path(tmp)):
+            tracking.log_artifacts(
+                sweep.tracker, sweep.parent_run_id, Path(tmp) / retrain.ARTIFACT_DIR, retrain.ARTIFACT_DIR
+            )
     dashboard.log_dashboard(sweep, rec, images)
     best = rec.best
     tracking.log_metrics(

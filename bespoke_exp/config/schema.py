@@ -39,6 +39,9 @@ class ModelConfig:
     variant: str | None = None  # e.g. fp16: the hub's half-size weights
     device: str = "auto"  # auto: cuda, then mps, then cpu
     dtype: str = "auto"  # auto: float16 on CUDA, float32 elsewhere
+    # [low, high]: the classifier-free guidance this model follows prompts at, from its own
+    # measurements or card; a sweep outside it is warned about before it starts (None: no range)
+    guidance_range: list[float] | None = None
 
 
 @dataclass
@@ -48,6 +51,9 @@ class CheckpointConfig:
     epochs: int = _must(must="a positive integer (the trainer's last epoch)")  # its file: {stem}.safetensors
     lora_scale: float = "${lora_scale}"  # the top-level sweep axis
     train_dir: str | None = None  # the training images, to measure memorisation (None: skip)
+    # The trainer's TensorBoard logs (kohya's --logging_dir): its loss per epoch is drawn beside
+    # the held-out score (None: no training curve)
+    train_logs: str | None = None
     # What trigger=off leaves out of every prompt; None: the LoRA header's trigger phrase, else
     # its caption tags (kohya's ss_tag_frequency), read from the final epoch's file for epoch=0.
     trigger_words: list[str] | None = None

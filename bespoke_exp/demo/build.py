@@ -1,6 +1,6 @@
 """Build the embedded demo once, atomically: the shipped tiny SDXL-architecture pipeline
-(`save_pretrained` layout), its ten kohya-format LoRA epochs and the kohya-layout
-training folder they were trained on.
+(`save_pretrained` layout), its ten kohya-format LoRA epochs, their training's TensorBoard
+log (kohya's `--logging_dir` layout) and the kohya-layout training folder they were trained on.
 
 The weights are trained by `train_demo` (`python -m bespoke_exp.demo --train`) and
 shipped in `bespoke_exp/demo/weights/`, because training them takes longer than a first
@@ -28,10 +28,11 @@ SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
 def ensure_demo(root: str | Path | None = None) -> Path:
     """Build the demo into `root` unless a complete build is already there.
 
-    Returns the root, holding `pipeline/`, `checkpoints/` and `train/`.
+    Returns the root, holding `pipeline/`, `checkpoints/`, `logs/` and `train/`.
     """
     root = Path(root) if root is not None else default_demo_dir()
     if (root / COMPLETE_MARKER).is_file():
+        _add_logs(root)
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
@@ -52,7 +53,7 @@ def ensure_demo(root: str | Path | None = None) -> Path:
 
 def _assemble(root: Path) -> None:
     started = time.perf_counter()
-    for part in ("pipeline", "checkpoints"):
+    for part in ("pipeline", "checkpoints", "logs"):
         if not (SHIPPED_WEIGHTS / part).is_dir():
             raise FileNotFoundError(
                 f"{SHIPPED_WEIGHTS / part} is missing: reinstall bespoke_exp, or train the demo with "
@@ -61,6 +62,23 @@ def _assemble(root: Path) -> None:
         shutil.copytree(SHIPPED_WEIGHTS / part, root / part)
     write_training_set(root / "train", DemoTraining())
     _mark_complete(root, started)
+
+
+def _add_logs(root: Path) -> None:
+    """A build from before the demo shipped its training log gets it, copied beside and
+    renamed into place, so an interrupted copy never looks complete."""
+    if (root / "logs").is_dir() or not (SHIPPED_WEIGHTS / "logs").is_dir():
+        return
+    staging = Path(tempfile.mkdtemp(prefix=".logs.copying-", dir=root))
+    try:
+        shutil.copytree(SHIPPED_WEIGHTS / "logs", staging / "logs")
+        try:
+            (staging / "logs").rename(root / "logs")
+        except OSError:  # another process put it there first
+            if not (root / "logs").is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def train_demo(
@@ -72,13 +90,15 @@ def train_demo(
     epsilon_base: Path | None = None,
 ) -> Path:
     """Train the whole demo from nothing into `root` (which must not exist): base
-    pipeline, training folder, ten LoRA epochs. Same layout as a build. `epsilon_base`: start
-    the base from this pipeline, saved after its epsilon phase."""
+    pipeline, training folder, ten LoRA epochs and their TensorBoard log. Same layout as a
+    build. `epsilon_base`: start the base from this pipeline, saved after its epsilon phase."""
     started = time.perf_counter()
     root.mkdir(parents=True)
     train_base_pipeline(root / "pipeline", base, device, log, epsilon_base)
     write_training_set(root / "train", lora)
-    train_lora_epochs(root / "pipeline", root / "train", root / "checkpoints", lora, device, log)
+    train_lora_epochs(
+        root / "pipeline", root / "train", root / "checkpoints", lora, device, log, root / "logs"
+    )
     _mark_complete(root, started)
     return root
 

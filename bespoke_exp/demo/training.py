@@ -100,10 +100,12 @@ def train_lora_epochs(
     training: DemoTraining,
     device: str = "cpu",
     log=print,
+    logging_dir: Path | None = None,
 ) -> list[Path]:
     """Train one LoRA (UNet transformer blocks; both text encoders too if their learning rate
     is not 0) on a kohya training folder and save a kohya-format checkpoint after every epoch,
-    named as kohya names them."""
+    named as kohya names them. `logging_dir`: kohya's `--logging_dir`, where the training
+    loss goes as kohya's TensorBoard log (see `_KohyaLog`)."""
     from diffusers import DDPMScheduler, StableDiffusionXLPipeline
     from diffusers.optimization import get_scheduler
 
@@ -128,6 +130,7 @@ def train_lora_epochs(
 
     out_dir.mkdir(parents=True)
     started = _training_started_at()
+    board = _KohyaLog(logging_dir, started) if logging_dir is not None else None
     step, saved = 0, []
     generator = torch.Generator(device=device).manual_seed(training.seed)
     for epoch in range(1, training.epochs + 1):
@@ -150,12 +153,53 @@ def train_lora_epochs(
             optimizer.step()
             schedule.step()
             step += 1
+            if board is not None:
+                board.log_step(step, start // training.batch_size, loss.item(), schedule.get_last_lr())
         log(f"lora epoch {epoch}: loss {loss.item():.5f}")
+        if board is not None:
+            board.log_epoch(epoch)
         metadata = _kohya_metadata(training, epoch, step, captions, started, zero_snr)
         saved.append(
             _save_kohya(pipe, out_dir / epoch_file_name(LORA_STEM, epoch, training.epochs), metadata)
         )
+    if board is not None:
+        board.close()
     return saved
+
+
+class _KohyaLog:
+    """The training loss as kohya's train_network logs it through accelerate's TensorBoard
+    tracker: `<logging_dir>/<YYYYmmddHHMMSS>/network_train/events.out.tfevents.*`, per step
+    `loss/current`, `loss/average` (kohya's LossRecorder: the mean of the last epoch's worth of
+    steps) and `lr/unet` at step = global step, per epoch `loss/epoch_average` at step = epoch
+    (1-based). The folder is named after the header's `ss_training_started_at` (kohya uses
+    its local clock; the demo pins UTC, as its header does), so a pinned build names it alike."""
+
+    def __init__(self, logging_dir: Path, started: str) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        folder = time.strftime("%Y%m%d%H%M%S", time.strptime(started, "%Y-%m-%dT%H:%M:%S"))
+        self.writer = SummaryWriter(str(Path(logging_dir) / folder / "network_train"))
+        self.losses: list[float] = []  # kohya's LossRecorder.loss_list: one slot per step of an epoch
+
+    def log_step(self, global_step: int, step_in_epoch: int, loss: float, lrs: list[float]) -> None:
+        if step_in_epoch < len(self.losses):  # kohya's LossRecorder after the first epoch
+            self.losses[step_in_epoch] = loss
+        else:
+            self.losses.append(loss)
+        self.writer.add_scalar("loss/current", loss, global_step)
+        self.writer.add_scalar("loss/average", sum(self.losses) / len(self.losses), global_step)
+        for name, lr in zip(("unet", "textencoder"), lrs):  # the optimizer's parameter groups
+            self.writer.add_scalar(f"lr/{name}", lr, global_step)
+
+    def log_epoch(self, epoch: int) -> None:
+        # kohya logs its recorder's mean: with the same number of steps every epoch (as here),
+        # the mean of this epoch's step losses.
+        self.writer.add_scalar("loss/epoch_average", sum(self.losses) / len(self.losses), epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def _training_started_at() -> str:

@@ -45,14 +45,17 @@ def _digest(data: object) -> str:
 def generation_identity(cfg: DictConfig, device_kind: str, texts: Mapping[str, str] | None = None) -> str:
     """Hash of everything but the checkpoint file that decides a job's images; `texts` (prompt
     id -> text generated) when they are not the prompts as written (trigger=off)."""
-    # model.family only decides which LoRAs are refused, never a pixel. `trigger` and the words
-    # it leaves out count through `texts`, so a trigger-on job keeps the identity it had before
-    # the trigger axis existed, and its earlier runs are still reused.
+    # model.family only decides which LoRAs are refused and guidance_range what is warned about,
+    # never a pixel. `trigger` and the words it leaves out count through `texts`, so a trigger-on
+    # job keeps the identity it had before the trigger axis existed, and its earlier runs are
+    # still reused.
     excluded = (
         *FINGERPRINT_EXCLUDES,
         "metrics",
         "checkpoint.train_dir",
+        "checkpoint.train_logs",
         "model.family",
+        "model.guidance_range",
         "trigger",
         "checkpoint.trigger_words",
         *(["checkpoint"] if is_baseline(cfg) else []),  # no LoRA file, no strength: none of it counts

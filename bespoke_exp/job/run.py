@@ -185,7 +185,7 @@ def _run_opener(
         elif info is not None:
             tracking.log_params(tracker, run_id, {"checkpoint.path": str(info.path)})
             if info.training:  # the header's whole record, for retraining from this run
-                tracking.log_dict(tracker, run_id, info.training, "checkpoint/training_settings.json")
+                tracking.log_dict(tracker, run_id, info.training, tracking.TRAINING_SETTINGS)
         return run_id
 
     return open_run

@@ -197,7 +197,30 @@ def _model(cfg: DictConfig) -> list[str]:
     dtype = _value(cfg, "model.dtype")
     if dtype not in DTYPES:
         problems.append(f"model.dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+    span = _value(cfg, "model.guidance_range")
+    if span is not None and not (
+        len(span) == 2 and all(math.isfinite(v) and v > 0 for v in span) and span[0] <= span[1]
+    ):
+        problems.append(f"model.guidance_range={list(span)} must be null or [low, high] with 0 < low <= high")
     return problems + _device_problems(_value(cfg, "model.device"))
+
+
+def guidance_warning(cfg: DictConfig, guidances: list[float]) -> str | None:
+    """One line when guidance values to be swept lie outside the range the model follows
+    prompts in (`model.guidance_range`), naming the range; None when inside or no range."""
+    span = _value(cfg, "model.guidance_range")
+    if span is None:
+        return None
+    low, high = (float(v) for v in span)
+    outside = sorted({g for g in guidances if not low <= g <= high})
+    if not outside:
+        return None
+    values = ", ".join(f"{g:g}" for g in outside)
+    return (
+        f"guidance {values} is outside {low:g}-{high:g}, the range model={_value(cfg, 'model.name')} "
+        "follows prompts in (model.guidance_range): expect burnt colours above it and prompts "
+        "ignored below it; the sweep goes on"
+    )
 
 
 def _device_problems(device: str) -> list[str]:
@@ -255,6 +278,37 @@ def _training_images(cfg: DictConfig) -> list[str]:
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
         return [f"checkpoint.train_dir={train_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})"]
     return []
+
+
+def _training_logs(cfg: DictConfig) -> list[str]:
+    train_logs = _value(cfg, "checkpoint.train_logs")
+    if train_logs is None or demo_pending(cfg, train_logs) or _demo_adds_logs(cfg, train_logs):
+        return []
+    folder = Path(train_logs).expanduser()
+    if not folder.is_dir():
+        return [
+            f"checkpoint.train_logs={train_logs} is not a folder (the trainer's TensorBoard "
+            "--logging_dir, or null to skip)"
+        ]
+    # The glob analysis.training_log reads (job may not import analysis): cheap, no tensorboard.
+    if next(folder.rglob("events.out.tfevents.*"), None) is None:
+        return [
+            f"checkpoint.train_logs={train_logs} holds no TensorBoard event files "
+            "(events.out.tfevents.*); point it at the trainer's --logging_dir, or null to skip"
+        ]
+    return []
+
+
+def _demo_adds_logs(cfg: DictConfig, path: object) -> bool:
+    """A demo built before it shipped its training log gets it when the first job builds."""
+    from bespoke_exp.demo.build import SHIPPED_WEIGHTS
+
+    demo = Path(str(_value(cfg, "paths.demo")))
+    return (
+        bool(_value(cfg, "model.build_demo"))
+        and Path(str(path)) == demo / "logs"
+        and (SHIPPED_WEIGHTS / "logs").is_dir()
+    )
 
 
 def _metrics(cfg: DictConfig) -> list[str]:
@@ -382,6 +436,7 @@ _CHECKS: tuple[Callable[[DictConfig], list[str]], ...] = (
     _model,
     _checkpoint_files,
     _training_images,
+    _training_logs,
     _metrics,
     _prompts,
     _analysis,
@@ -389,6 +444,7 @@ _CHECKS: tuple[Callable[[DictConfig], list[str]], ...] = (
 # What scoring stored images needs: no model, checkpoint or sampler.
 SCORING_CHECKS: tuple[Callable[[DictConfig], list[str]], ...] = (
     _training_images,
+    _training_logs,
     _metrics,
     _prompts,
     _analysis,

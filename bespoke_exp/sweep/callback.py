@@ -30,7 +30,7 @@ from bespoke_exp.config import (
 from bespoke_exp.config.overrides import expand_jobs
 from bespoke_exp.interrupts import interrupts_deferred
 from bespoke_exp.job.run import SweepContext, this_process
-from bespoke_exp.job.validate import config_problems, raise_problems
+from bespoke_exp.job.validate import config_problems, guidance_warning, raise_problems
 from bespoke_exp.sweep.context import new_sweep_id, read_context, write_state
 
 # Launcher workers (joblib's loky processes, submitit's job processes) never run the CLI, but
@@ -74,6 +74,9 @@ class SweepCallback(Callback):
         jobs = expand_jobs(overrides, dict(config.hydra.sweeper.get("params") or {}))
         search_path = user_search_path(config)
         raise_problems(launcher_problems(config) + sweep_problems(config, jobs, search_path))
+        warning = guidance_warning(config, swept_guidances(config, jobs))
+        if warning:
+            print(f"[bespoke_exp] warning: {warning}", file=sys.stderr, flush=True)
         tracker = _connect(config)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
@@ -167,6 +170,20 @@ def sqlite_parallel_problem(launcher: str, uri: str) -> str | None:
         "--backend-store-uri sqlite:///PATH/mlflow.db --artifacts-destination PATH/artifacts`, see "
         "README 'Scaling out') and add `tracking=server tracking.uri=http://127.0.0.1:5000`"
     )
+
+
+def swept_guidances(config: DictConfig, jobs: list[list[str]] | None) -> list[float]:
+    """The guidance of every job the grid holds (the config's own when it is not swept)."""
+    values = [
+        override.split("=", 1)[1]
+        for job in jobs or []
+        for override in job
+        if override.split("=", 1)[0].lstrip("+~") == "guidance"
+    ]
+    try:
+        return [float(v) for v in values] or [float(config.guidance)]
+    except ValueError:  # not a number: the job's own check says so
+        return []
 
 
 def user_search_path(config: DictConfig) -> list[str]:

@@ -35,6 +35,7 @@ from bespoke_exp.tracking.store import (
     TAG_REUSED_PREFIX,
     TAG_ROLE,
     TAG_SWEEP_ID,
+    TRAINING_SETTINGS,
     SweepNotFound,
     Tracker,
     TrackingError,
@@ -65,6 +66,7 @@ from bespoke_exp.tracking.sweeps import (
 
 __all__ = [
     "SWEEP_SETTINGS",
+    "TRAINING_SETTINGS",
     "SweepNotFound",
     "TAG_HOST",
     "TAG_PARENT",

@@ -43,6 +43,7 @@ TAG_PID = "bespoke.pid"
 # The parent run's record of how its sweep ran (overrides, config folders, analysis settings,
 # store), which `rank` and `rescore` read to redo its analysis as it was run.
 SWEEP_SETTINGS = "sweep/settings.json"
+TRAINING_SETTINGS = "checkpoint/training_settings.json"  # a LoRA job's header record
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
 
 

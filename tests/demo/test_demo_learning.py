@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import tomllib
 import torch
 from mlflow import MlflowClient
 from PIL import Image
@@ -25,6 +26,7 @@ from bespoke_exp.demo.base_training import BaseTraining, crisp_render, rough_ren
 from bespoke_exp.demo.build import ensure_demo, train_demo
 from bespoke_exp.demo.oracle import heldout_specs, inset_specs, oracle_accuracy
 from bespoke_exp.demo.training import LORA_STEM, DemoTraining, training_specs, write_training_set
+from tests.helpers import SD_SCRIPTS_ARGUMENTS
 
 
 def test_the_demo_prompt_set_is_the_oracles_heldout_specs() -> None:
@@ -156,6 +158,55 @@ def test_the_readme_sweep_finds_the_overfitting_the_demo_was_trained_into(tmp_pa
     assert best["mean"] > Thresholds().poor + 0.05, best
     retrain = recommendation["retrain"]
     assert retrain["action"] == "fewer_epochs" and abs(retrain["epochs"] - peak) <= 1, retrain
+    _the_next_run_is_the_recorded_one_for_fewer_epochs(uri, demo_dir, retrain["epochs"])
+    # The trainer's loss, still falling, beside the held-out score that peaked (dashboard histories).
+    client = MlflowClient(uri)
+    loss = {m.step: m.value for m in client.get_metric_history(sweep.parent_run_id, "epoch_training/loss")}
+    score = {
+        m.step: m.value
+        for m in client.get_metric_history(sweep.parent_run_id, "epoch_training/held-out_score")
+    }
+    assert sorted(loss) == sorted(score) == list(range(1, 11))
+    assert loss[10] < loss[best["epoch"]] < loss[1] and max(score, key=score.get) == best["epoch"]
+    assert recommendation["training_curve"]["sentence"].startswith("Training curve (loss/epoch_average)")
+
+
+def _the_next_run_is_the_recorded_one_for_fewer_epochs(uri: str, demo_dir: Path, epochs: int) -> None:
+    """`python -m bespoke_exp.retrain` prints an sd-scripts config: every key one of its
+    arguments, the epoch count the advice's, every other value the checkpoint header's."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bespoke_exp.retrain", "--tracking-uri", uri], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    args = {k: v for section in tomllib.loads(done.stdout).values() for k, v in section.items()}
+    assert set(args) <= SD_SCRIPTS_ARGUMENTS, set(args) - SD_SCRIPTS_ARGUMENTS
+    assert args["max_train_epochs"] == epochs and args["save_every_n_epochs"] == 1
+    with safe_open(str(demo_dir / "checkpoints" / f"{LORA_STEM}.safetensors"), "pt") as handle:
+        header = handle.metadata()
+    recorded = {
+        "learning_rate": float(header["ss_learning_rate"]),
+        "unet_lr": float(header["ss_unet_lr"]),
+        "text_encoder_lr": float(header["ss_text_encoder_lr"]),
+        "network_dim": int(header["ss_network_dim"]),
+        "network_alpha": int(header["ss_network_alpha"]),
+        "network_module": header["ss_network_module"],
+        "lr_scheduler": header["ss_lr_scheduler"],
+        "lr_warmup_steps": int(header["ss_lr_warmup_steps"]),
+        "train_batch_size": int(header["ss_batch_size_per_device"]),
+        "seed": int(header["ss_seed"]),
+        "caption_dropout_rate": float(header["ss_caption_dropout_rate"]),
+        "mixed_precision": header["ss_mixed_precision"],
+        "resolution": header["ss_resolution"].strip("()").replace(" ", ""),
+        "output_name": header["ss_output_name"],
+        "cache_latents": header["ss_cache_latents"] == "True",
+        "zero_terminal_snr": header["ss_zero_terminal_snr"] == "True",
+        "optimizer_type": header["ss_optimizer"].rsplit(".", 1)[-1],
+        "network_train_unet_only": float(header["ss_text_encoder_lr"]) == 0,
+    }
+    assert {k: args[k] for k in recorded} == recorded
+    unrecorded = {"pretrained_model_name_or_path", "train_data_dir", "output_dir"}
+    assert all(args[k].startswith("<FILL IN") for k in unrecorded)
+    assert set(args) == {*recorded, *unrecorded, "max_train_epochs", "save_every_n_epochs", "save_model_as"}
 
 
 def _paired_lower_bound(differences: pd.Series, confidence: float = 0.95) -> float:
