@@ -83,9 +83,12 @@ def test_sweep_logs_one_parent_and_a_finished_child_per_job(tmp_path, demo_dir, 
         "score_heatmap.png",
         "best_seeds.png",
         "lora_value.png",  # the seed prompts mark `advanced` in-set: it is set beside the other two
+        "training_curve.png",  # the demo's trainer log (checkpoint.train_logs) beside the scores
         *(f"comparison_{p}.png" for p in ("basic", "advanced", "accessory")),
     }
     assert report == {f"report/{name}" for name in expected}
+    retrain = {a.path for a in client.list_artifacts(parent.info.run_id, "retrain")}
+    assert retrain == {"retrain/sd_scripts.toml", "retrain/changes.md"}
     assert {p.name for p in (tmp_path / "sweep" / "report").iterdir()} == expected
     best_run = parent.data.tags["best.run_id"]
     assert best_run in {c.info.run_id for c in children}
