@@ -212,32 +212,59 @@ def loaded_pipeline(pretrained: str):
     return next((pipe for (path, *_), (pipe, _) in _PIPELINES.items() if path == pretrained), None)
 
 
+# The LoRA file whose adapter each cached pipeline holds (id(pipe) -> path, size, mtime).
+_ADAPTER_FILES: dict[int, tuple[str, int, int]] = {}
+
+
 @contextmanager
 def lora_applied(pipe, checkpoint: Path | None, scale: float = 1.0) -> Iterator[None]:
-    """Load a kohya/diffusers LoRA file as an adapter for the duration of the block.
+    """Draw with a kohya/diffusers LoRA file applied as an adapter for the duration of the block.
 
-    The adapter is removed afterwards (never fused), so the cached base pipeline is
-    exactly the base again for the next job. `checkpoint=None` means the base model.
+    Outside the block the pipeline draws as the base model: the adapter is disabled, never
+    fused, and unloaded when another file is applied. Kept loaded, it makes the next block with
+    the same file (the jobs of one epoch, which the basic sweeper runs one after another) a
+    strength setting instead of a load. `checkpoint=None` means the base model, with no adapter.
     """
     if checkpoint is None:
-        yield
-        return
-    try:  # a load that fails half-way must not leave a half-applied adapter behind
-        try:
+        unload_lora(pipe)  # the base model's job draws from the base weights alone
+    elif _ADAPTER_FILES.get(id(pipe)) != (wanted := _file_key(checkpoint)):
+        unload_lora(pipe)
+        try:  # a load that fails half-way must not leave a half-applied adapter behind
             # A kill inside the loader's native code would surface here as a LoraLoadError.
             with interrupts_deferred(), quiet_loading():
                 pipe.load_lora_weights(
                     str(checkpoint.parent), weight_name=checkpoint.name, adapter_name=ADAPTER_NAME
                 )
-            pipe.set_adapters([ADAPTER_NAME], adapter_weights=[scale])
         except Exception as error:
+            unload_lora(pipe)
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise LoraLoadError(
                 f"{checkpoint} could not be applied to the base model ({type(pipe).__name__}): {first_line}"
             ) from error
+        _ADAPTER_FILES[id(pipe)] = wanted
+    try:
+        if checkpoint is not None:
+            pipe.enable_lora()
+            pipe.set_adapters([ADAPTER_NAME], adapter_weights=[scale])
         yield
+    except BaseException:
+        unload_lora(pipe)  # whatever state a failure left, the next job starts from the base
+        raise
     finally:
-        pipe.unload_lora_weights()
+        if id(pipe) in _ADAPTER_FILES:
+            pipe.disable_lora()
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    """A file as loaded: the same path rewritten (a trainer still saving) is another file."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def unload_lora(pipe) -> None:
+    """Remove the adapter from `pipe`: its weights are the base's again, bit for bit."""
+    pipe.unload_lora_weights()
+    _ADAPTER_FILES.pop(id(pipe), None)
 
 
 @contextmanager

@@ -73,6 +73,8 @@ def generate_images(
     generated = {}
     started = time.perf_counter()
     with pipeline.lora_applied(pipe, checkpoint_path, cfg.checkpoint.lora_scale):
+        timings["time/lora_switch_s"] = time.perf_counter() - started
+        started = time.perf_counter()
         for done, (item, image) in enumerate(generate(pipe, items, sampler), start=1):
             path = images_dir / names[(item.prompt_id, item.seed)]
             image.save(path)  # PNG: lossless, so metrics see exactly what the model made

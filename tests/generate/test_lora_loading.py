@@ -56,6 +56,49 @@ def test_epochs_differ_from_each_other(pipe, demo_dir):
     assert np.abs(outputs[0] - outputs[1]).mean() > 0.5
 
 
+def _weights(pipe) -> dict[str, torch.Tensor]:
+    return {
+        f"{name}.{key}": tensor.clone()
+        for name in ("unet", "text_encoder", "text_encoder_2", "vae")
+        for key, tensor in getattr(pipe, name).state_dict().items()
+    }
+
+
+def test_the_base_weights_are_bit_identical_after_loras_are_loaded_and_unloaded(pipe, demo_dir):
+    pl.unload_lora(pipe)  # an earlier test's adapter, kept
+    before = _weights(pipe)
+    files = available_epochs(demo_dir / "checkpoints", LORA_STEM, 10)
+    for epoch in (3, 5):
+        with pl.lora_applied(pipe, files[epoch], scale=0.8):
+            _pixels(pipe)
+    pl.unload_lora(pipe)
+    after = _weights(pipe)
+    assert after.keys() == before.keys()
+    assert [k for k in before if not torch.equal(before[k], after[k])] == []
+
+
+def test_a_kept_adapter_is_not_loaded_again_and_draws_what_a_fresh_load_draws(pipe, demo_dir, monkeypatch):
+    path = available_epochs(demo_dir / "checkpoints", LORA_STEM, 10)[2]
+    pl.unload_lora(pipe)
+    loads = []
+    real_load = pipe.load_lora_weights
+    monkeypatch.setattr(pipe, "load_lora_weights", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    with pl.lora_applied(pipe, path, scale=1.0):
+        full = _pixels(pipe)
+    base = _pixels(pipe)  # between blocks the pipeline draws as the base model
+    with pl.lora_applied(pipe, path, scale=0.5):  # the next job of the same epoch
+        half_kept = _pixels(pipe)
+    assert len(loads) == 1
+    pl.unload_lora(pipe)
+    with pl.lora_applied(pipe, path, scale=0.5):
+        half_fresh = _pixels(pipe)
+    assert len(loads) == 2
+    assert all(np.array_equal(k, f) for k, f in zip(half_kept, half_fresh))
+    assert any(not np.array_equal(k, f) for k, f in zip(half_kept, full))
+    with pl.lora_applied(pipe, None):
+        assert all(np.array_equal(b, x) for b, x in zip(base, _pixels(pipe)))
+
+
 def test_failed_load_leaves_no_adapter_behind(pipe, tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"garbage")
@@ -132,4 +175,5 @@ def test_real_kohya_sdxl_key_names_load_onto_the_demo_pipeline(pipe, tmp_path):
                 name
             )
             assert torch.equal(layer.lora_B[pl.ADAPTER_NAME].weight, tensors[f"{name}.lora_up.weight"]), name
+    pl.unload_lora(pipe)
     assert not pipe.get_list_adapters()
