@@ -29,7 +29,7 @@ from bespoke_exp import analysis, tracking
 from bespoke_exp.analysis.confirmation import Standing, standing
 from bespoke_exp.analysis.statistics import describe
 from bespoke_exp.config import ConfigError, compose_config, register_resolvers
-from bespoke_exp.config.overrides import single_value_overrides
+from bespoke_exp.config.overrides import override_key, single_value_overrides
 from bespoke_exp.generate.checkpoints import CheckpointError
 from bespoke_exp.generate.pipeline import LoraLoadError, ModelLoadError
 from bespoke_exp.job.images import GenerationError
@@ -153,7 +153,7 @@ def _run(
     values = {
         axis: f"{value:g}" if isinstance(value, float) else str(value) for axis, value in combination.items()
     }
-    kept = [o for o in base if o.split("=", 1)[0].lstrip("+~") not in {*values, "sampler.seeds"}]
+    kept = [o for o in base if override_key(o) not in {*values, "sampler.seeds"}]
     overrides = [
         *kept,
         *(f"{a}={v}" for a, v in values.items()),

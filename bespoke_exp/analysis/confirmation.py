@@ -83,64 +83,52 @@ def standing(images: pd.DataFrame, settings: AnalysisConfig, margin: float) -> S
     while it is open, else the combination at the chosen epoch."""
     ranked, _ = lora_value.ranked_rows(images)
     t = prepare(ranked, settings)
-    epoch = _epoch_standing(t, margin)
+    em = marginal_items(t, "epoch")
+    i, mean, contenders = _versus_best(t, em, [{"epoch": int(e)} for e in em.columns], margin)
+    best_epoch = int(em.columns[i])
+    kept = {best_epoch, *(c["epoch"] for c in contenders)}
+    rerun = [dict(zip(t.axes, c)) for c in t.wide.columns if c[0] in kept]
+    epoch = Standing("epoch", ("epoch",), {"epoch": best_epoch, "mean": mean}, contenders, margin, rerun)
     if not (epoch.settled or epoch.equivalent):
         return epoch
-    chosen = int(epoch.best["epoch"])
-    at_epoch = [c for c in t.wide.columns if c[0] == chosen]
-    others = tuple(a for a in t.axes if a != "epoch")
-    means, lows, highs = _versus_best(t, t.wide[at_epoch])
-    best = at_epoch[int(np.argmax(means))]
-    named = lambda c: dict(zip(t.axes, c))  # noqa: E731
-    contenders = [
-        {**named(c), "diff": d, "ci_low": lo, "ci_high": hi, "equivalent": -margin < lo and hi < margin}
-        for c, d, lo, hi in zip(at_epoch, *_diffs(means, lows, highs, at_epoch.index(best)))
-        if c != best and not beats(1.0, d, lo, hi)
-    ]
-    note = epoch.sentence()
+    at_epoch = [c for c in t.wide.columns if c[0] == best_epoch]
+    named = [dict(zip(t.axes, c)) for c in at_epoch]
+    i, mean, contenders = _versus_best(t, t.wide[at_epoch], named, margin)
     return Standing(
         "combination",
-        others,
-        {**named(best), "mean": float(t.sign * means[at_epoch.index(best)])},
+        tuple(a for a in t.axes if a != "epoch"),
+        {**named[i], "mean": mean},
         contenders,
         margin,
-        [named(best), *({a: c[a] for a in t.axes} for c in contenders)],
-        note,
+        [named[i], *({a: c[a] for a in t.axes} for c in contenders)],
+        epoch.sentence(),
         not epoch.settled,
     )
 
 
-def _epoch_standing(t: Table, margin: float) -> Standing:
-    em = marginal_items(t, "epoch")
-    epochs = [int(e) for e in em.columns]
-    means, lows, highs = _versus_best(t, em)
-    i = int(np.argmax(means))
-    contenders = [
-        {"epoch": e, "diff": d, "ci_low": lo, "ci_high": hi, "equivalent": -margin < lo and hi < margin}
-        for e, d, lo, hi in zip(epochs, *_diffs(means, lows, highs, i))
-        if e != epochs[i] and not beats(1.0, d, lo, hi)
-    ]
-    kept = {epochs[i], *(c["epoch"] for c in contenders)}
-    rerun = [dict(zip(t.axes, c)) for c in t.wide.columns if c[0] in kept]
-    best = {"epoch": epochs[i], "mean": float(t.sign * means[i])}
-    return Standing("epoch", ("epoch",), best, contenders, margin, rerun)
-
-
-def _versus_best(t: Table, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Means ("goodness": sign * value, so higher is better) of `items`' columns, and the
-    interval of best - each, simultaneous over the best against every other column."""
-    x = t.sign * items.to_numpy(float)
-    means = np.nanmean(x, axis=0)
-    i = int(np.argmax(means))  # ties: the first column, the earlier epoch or lower guidance
+def _versus_best(
+    t: Table, items: pd.DataFrame, names: list[dict[str, Any]], margin: float
+) -> tuple[int, float, list[dict[str, Any]]]:
+    """The best of `items`' columns (ties: the first, the earlier epoch or lower guidance), its
+    mean in the metric's own direction, and every column it does not beat beyond noise, named by
+    `names`, with best - column paired over their shared items and its interval, simultaneous
+    over the best against every other column."""
+    x = t.sign * items.to_numpy(float)  # "goodness": higher is better whatever the metric
+    i = int(np.argmax(np.nanmean(x, axis=0)))
     family = (i, np.delete(np.arange(x.shape[1]), i))
-    lows, highs = np.zeros(len(means)), np.zeros(len(means))
     rs = table_resampling(t)
+    contenders = []
     for j in family[1]:
         c = contrast(x, i, int(j), f"columns {items.columns[i]} and {items.columns[j]}", rs, family)
-        lows[j], highs[j] = c["ci_low"], c["ci_high"]
-    return means, lows, highs
-
-
-def _diffs(means: np.ndarray, lows: np.ndarray, highs: np.ndarray, best: int):
-    """Per column: best - column (goodness), and its interval."""
-    return [float(means[best] - m) for m in means], lows.tolist(), highs.tolist()
+        if not beats(1.0, c["diff"], c["ci_low"], c["ci_high"]):
+            within = -margin < c["ci_low"] and c["ci_high"] < margin
+            contenders.append(
+                {
+                    **names[j],
+                    "diff": c["diff"],
+                    "ci_low": c["ci_low"],
+                    "ci_high": c["ci_high"],
+                    "equivalent": within,
+                }
+            )
+    return i, float(t.sign * np.nanmean(x[:, i])), contenders

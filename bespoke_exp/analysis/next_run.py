@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from bespoke_exp.config.overrides import override_key
+
 # Classifier-free guidance at 1 is the conditional prediction alone: below it there is nothing
 # to extend to.
 MIN_GUIDANCE = 1.0
-OUTSIDE = "no swept guidance"
 STRENGTH_AXES = ("lora_scale",)  # further axes on a scale that goes on past its edges (not trigger)
 
 
@@ -46,8 +47,8 @@ def propose_sweeps(
     for axis in (a for a in STRENGTH_AXES if a in swept and a in best):
         proposals.append(_beyond_edge(axis, float(best[axis]), sorted(swept[axis]), lowest=1e-6))
     return [
-        NextSweep(axis, values, reason, _command(overrides, axis, values), reason.startswith(OUTSIDE))
-        for axis, values, reason in filter(None, proposals)
+        NextSweep(axis, values, reason, _command(overrides, axis, values), comes_first)
+        for axis, values, reason, comes_first in filter(None, proposals)
     ]
 
 
@@ -56,19 +57,19 @@ def _guidance(best: float, levels: list[float], span: tuple[float, float] | None
         low, high = span
         values = sorted({low, (low + high) / 2, high})
         reason = (
-            f"{OUTSIDE} ({_listed(levels)}) lies in {low:g}-{high:g}, the range the model "
+            f"no swept guidance ({_listed(levels)}) lies in {low:g}-{high:g}, the range the model "
             "follows prompts in (model.guidance_range): sweep that range"
         )
-        return "guidance", values, reason
+        return "guidance", values, reason, True
     if span is not None and levels and best <= levels[0] and best <= span[0]:
         return None  # at the bottom of the model's range: lower ignores the prompt
     if span is not None and levels and best >= levels[-1] and best >= span[1]:
         return None  # at the top of the model's range: higher burns
     edge = _beyond_edge("guidance", best, levels, lowest=MIN_GUIDANCE, clamp=True)
     if edge and span is not None:  # stay inside the range the model follows prompts in
-        axis, values, reason = edge
+        axis, values, reason, comes_first = edge
         inside = sorted({min(max(v, span[0]), span[1]) for v in values} | {best})
-        edge = (axis, inside, reason) if len(inside) > 1 else None
+        edge = (axis, inside, reason, comes_first) if len(inside) > 1 else None
     return edge
 
 
@@ -78,10 +79,15 @@ def _epoch(best: int, epochs: list[int], final_epoch: int | None):
     if best == epochs[-1] and final_epoch is not None and best < final_epoch:
         values = list(range(best, final_epoch + 1))
         reason = f"the best epoch {best} is the last swept; the trainer saved epochs up to {final_epoch}"
-        return "epoch", values, reason
+        return "epoch", values, reason, False
     if best == epochs[0] and best > 1:
         values = list(range(1, best + 1))
-        return "epoch", values, f"the best epoch {best} is the first swept; epochs 1-{best - 1} were not"
+        return (
+            "epoch",
+            values,
+            f"the best epoch {best} is the first swept; epochs 1-{best - 1} were not",
+            False,
+        )
     return None
 
 
@@ -92,16 +98,16 @@ def _beyond_edge(axis: str, best: float, levels: list[float], lowest: float, cla
         return None
     step = min(b - a for a, b in zip(levels, levels[1:]))
     direction = -1 if best == levels[0] else 1
-    values = [round(best + direction * k * step, 6) for k in (2, 1)] + [best]
-    values = sorted({max(v, lowest) if clamp else v for v in values if clamp or v >= lowest})
-    if len(values) < 2:
+    beyond = [round(best + direction * k * step, 6) for k in (2, 1)] + [best]
+    kept = {max(v, lowest) for v in beyond} if clamp else {v for v in beyond if v >= lowest}
+    if len(kept) < 2:
         return None
     side = "lowest" if direction < 0 else "highest"
-    return axis, values, f"the best {axis} {best:g} is the {side} swept ({_listed(levels)})"
+    return axis, sorted(kept), f"the best {axis} {best:g} is the {side} swept ({_listed(levels)})", False
 
 
 def _command(overrides: Sequence[str], axis: str, values: list[float]) -> str:
-    kept = [_shortened(o) for o in overrides if o.split("=", 1)[0].lstrip("+~") != axis]
+    kept = [_shortened(o) for o in overrides if override_key(o) != axis]
     return " ".join(["python -m bespoke_exp -m", *kept, f"{axis}={_listed(values)}"])
 
 

@@ -327,14 +327,13 @@ def caption_gaps(tag_frequency: object, prompts: Sequence[str], limit: int = 20)
     }
     if not tags:
         return []
-    words = {w for tag in tags for w in _WORD.findall(tag)}
+    known = {w for tag in tags for w in _WORD.findall(tag)} | _FUNCTION_WORDS
+    phrases = dict.fromkeys(p.strip().lower() for prompt in prompts for p in _PHRASE_BREAK.split(prompt))
     gaps = []
-    for prompt in prompts:
-        for phrase in (p.strip().lower() for p in _PHRASE_BREAK.split(prompt)):
-            if phrase and phrase not in tags and phrase not in gaps:
-                unseen = [w for w in _WORD.findall(phrase) if w not in words | _FUNCTION_WORDS]
-                if unseen:
-                    gaps.append(f"{phrase} (never in a caption: {', '.join(unseen)})")
+    for phrase in (p for p in phrases if p and p not in tags):
+        unseen = [w for w in _WORD.findall(phrase) if w not in known]
+        if unseen:
+            gaps.append(f"{phrase} (never in a caption: {', '.join(unseen)})")
     return gaps[:limit]
 
 

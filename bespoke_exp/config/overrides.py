@@ -34,6 +34,11 @@ def expand_ellipsis(argument: str) -> str:
     return f"{key}={','.join(format(v.normalize(), 'f') for v in sequence)}"
 
 
+def override_key(argument: str) -> str:
+    """The config key an override sets: `a.b=1`, `+a.b=1` and `~a.b` all name `a.b`."""
+    return argument.split("=", 1)[0].lstrip("+~")
+
+
 def expand_arguments(argv: list[str]) -> list[str]:
     """Expand every `key=a,b,...,z` in a command line; other arguments pass through."""
     return [arg if arg.startswith("-") else expand_ellipsis(arg) for arg in argv]

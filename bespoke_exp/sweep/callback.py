@@ -27,7 +27,7 @@ from bespoke_exp.config import (
     register_resolvers,
     search_path_overrides,
 )
-from bespoke_exp.config.overrides import expand_jobs
+from bespoke_exp.config.overrides import expand_jobs, override_key
 from bespoke_exp.interrupts import interrupts_deferred
 from bespoke_exp.job.run import SweepContext, this_process
 from bespoke_exp.job.validate import config_problems, guidance_warning, raise_problems
@@ -178,7 +178,7 @@ def swept_guidances(config: DictConfig, jobs: list[list[str]] | None) -> list[fl
         override.split("=", 1)[1]
         for job in jobs or []
         for override in job
-        if override.split("=", 1)[0].lstrip("+~") == "guidance"
+        if override_key(override) == "guidance"
     ]
     try:
         return [float(v) for v in values] or [float(config.guidance)]

@@ -101,4 +101,5 @@ def test_caption_gaps_name_the_prompt_phrases_the_training_captions_never_had() 
     prompts = ["TOK bespoke, pixel art, black pupils at (8,12) and (13,12), vibrant orange solid background"]
     gaps = caption_gaps(tags, prompts)
     assert gaps == ["vibrant orange solid background (never in a caption: vibrant, orange, solid)"]
+    assert caption_gaps(tags, [*prompts, prompts[0]]) == gaps  # a phrase in two prompts is one gap
     assert caption_gaps({}, prompts) == []  # no record of the captions: nothing claimed
