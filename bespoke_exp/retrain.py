@@ -55,7 +55,7 @@ def logged_config(sweep: analysis.Sweep) -> str | None:
 
 
 def _analysed_now(sweep: analysis.Sweep) -> str | None:
-    training, prompts = retrain.recorded_training(sweep)
+    training, prompts = sweep.training_record
     if training is None:
         return None
     print(f"[bespoke_exp] sweep {sweep.sweep_id} has no {retrain.TOML_FILE}: analysed now", file=sys.stderr)

@@ -11,8 +11,10 @@ of both tables; the analysis ranks every combination of the axes the sweep varie
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +22,10 @@ import pandas as pd
 from bespoke_exp import tracking
 from bespoke_exp.analysis.statistics import EXTRA_AXES
 from bespoke_exp.config import SWEEP_AXES, compose_config
+from bespoke_exp.config.params import BASE_EPOCH
 from bespoke_exp.config.schema import AnalysisConfig, settings_from
+
+_PROMPT_TEXT = re.compile(r"prompts\.items\..+\.text")  # a job's params: prompts.items.<id>.text
 
 
 class AnalysisError(RuntimeError):
@@ -55,6 +60,20 @@ class Sweep:
     overrides: list[str] = field(default_factory=list)  # the sweep's command line (its settings.json)
     guidance_range: tuple[float, float] | None = None  # model.guidance_range of the jobs
     train_logs: str | None = None  # checkpoint.train_logs: the trainer's TensorBoard logs
+
+    @cached_property
+    def training_record(self) -> tuple[dict[str, object] | None, list[str]]:
+        """The training settings the header of the latest swept epoch records (every epoch of a
+        training run records the same ones; None when no swept checkpoint has them) and the
+        prompt texts the sweep ran: read from the store once, for the training curve and the
+        next run's trainer config alike."""
+        loras = self.runs[self.runs["epoch"] != BASE_EPOCH].sort_values("epoch", ascending=False)
+        for run_id in loras["run_id"]:
+            training = tracking.load_dict(self.tracker, run_id, tracking.TRAINING_SETTINGS)
+            if training:
+                params = tracking.get_run(self.tracker, run_id).data.params
+                return training, [v for k, v in sorted(params.items()) if _PROMPT_TEXT.fullmatch(k)]
+        return None, []
 
     def incomplete(self) -> str | None:
         """Why this sweep's ranking is not final (None when every job it launched finished):

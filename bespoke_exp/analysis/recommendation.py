@@ -24,7 +24,6 @@ from bespoke_exp.analysis.diagnosis import Diagnosis, RetrainSuggestion, diagnos
 from bespoke_exp.analysis.load import Sweep
 from bespoke_exp.analysis.next_run import propose_sweeps
 from bespoke_exp.analysis.resampling import Resampling, seeds_needed
-from bespoke_exp.analysis.retrain import recorded_training
 from bespoke_exp.analysis.statistics import (
     BASE_AXES,
     Comparison,
@@ -308,7 +307,7 @@ def recommend(sweep: Sweep, settings: AnalysisConfig | None = None) -> Recommend
     proposals = propose_sweeps(rec.best, swept, sweep.overrides, sweep.final_epoch, sweep.guidance_range)
     rec.next_sweeps = [asdict(p) for p in proposals]
     if sweep.train_logs:
-        training, _ = recorded_training(sweep)
+        training, _ = sweep.training_record
         heldout = rec.ranked_prompts == "heldout" or set(sweep.images.get("split", [])) == {"heldout"}
         rec.training_curve = plain(
             training_curve(sweep.train_logs, rec.metric, rec.by_epoch, training, heldout)

@@ -89,7 +89,7 @@ def _write_figures(sweep: Sweep, rec: Recommendation, out_dir: Path) -> list[Pat
 def write_trainer_config(sweep: Sweep, rec: Recommendation, out_dir: Path) -> list[Path]:
     """`retrain/sd_scripts.toml` (the next run for kohya's sd-scripts) and `retrain/changes.md`
     (what it changes, in words); nothing when no swept checkpoint recorded its training."""
-    training, prompts = retrain.recorded_training(sweep)
+    training, prompts = sweep.training_record
     if training is None:
         return []
     trainer = retrain.sd_scripts_config(training, rec.retrain, prompts, rec.waits_on)

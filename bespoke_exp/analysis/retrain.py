@@ -17,10 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bespoke_exp import tracking
 from bespoke_exp.analysis.diagnosis import RetrainSuggestion
-from bespoke_exp.analysis.load import Sweep
-from bespoke_exp.config.params import BASE_EPOCH
 
 ARTIFACT_DIR = "retrain"
 TOML_FILE = "sd_scripts.toml"
@@ -30,7 +27,14 @@ PLACEHOLDER = "<FILL IN: {what}>"
 # header setting (ss_ left out) -> (section, sd-scripts argument); the value carries over as it is.
 _SAME = {
     "network": ("network_module", "network_dim", "network_alpha", "network_dropout"),
-    "optimizer": ("learning_rate", "unet_lr", "lr_scheduler", "lr_warmup_steps", "max_grad_norm"),
+    "optimizer": (
+        "learning_rate",
+        "unet_lr",
+        "text_encoder_lr",
+        "lr_scheduler",
+        "lr_warmup_steps",
+        "max_grad_norm",
+    ),
     "training": (
         "seed",
         "mixed_precision",
@@ -111,7 +115,6 @@ _FUNCTION_WORDS = {
     "over",
     "under",
 }
-_PROMPT_TEXT = re.compile(r"prompts\.items\..+\.text")  # a job's params: prompts.items.<id>.text
 _PHRASE_BREAK = re.compile(r",(?![^()]*\))")  # a comma outside parentheses: "(8,12)" stays whole
 
 
@@ -133,17 +136,9 @@ class TrainerConfig:
         lines = [
             "# Next training run for kohya's sd-scripts:",
             "#   accelerate launch sdxl_train_network.py --config_file sd_scripts.toml",
+            "#",
+            *(f"# {line}".rstrip() for line in self._summary()),
         ]
-        lines += ["#", "# Changed from the run that made the swept checkpoints:"]
-        lines += [f"#   - {c}" for c in self.changes] or ["#   - nothing"]
-        if self.placeholders:
-            lines += ["# Not in the checkpoint header, set before training: " + ", ".join(self.placeholders)]
-        lines += [f"# Note: {n}" for n in self.notes]
-        if self.caption_gaps:
-            lines += ["# Prompt phrases no training caption has: " + "; ".join(self.caption_gaps)]
-        lines.append(
-            "# Its training loss beside the next sweep's scores: set logging_dir, then checkpoint.train_logs"
-        )
         for section in _SECTIONS:
             entries = self.values.get(section) or {}
             if entries:
@@ -151,20 +146,20 @@ class TrainerConfig:
         return "\n".join(lines) + "\n"
 
     def changes_markdown(self) -> str:
-        lines = [
-            "# Next training run (sd-scripts)",
-            "",
-            "Changed from the run that made the swept checkpoints:",
-            "",
-        ]
+        return "\n".join(["# Next training run (sd-scripts)", "", *self._summary()]) + "\n"
+
+    def _summary(self) -> list[str]:
+        """What changed and why, what to fill in, what sd-scripts can't take, what the captions
+        lack: the same words atop the TOML (as comments) and in changes.md."""
+        lines = ["Changed from the run that made the swept checkpoints:", ""]
         lines += [f"- {c}" for c in self.changes] or ["- nothing"]
         if self.placeholders:
             lines += [
                 "",
-                "Not in the checkpoint header, set before training: "
-                + ", ".join(f"`{p}`" for p in self.placeholders),
+                "Not in the checkpoint header, set before training: " + ", ".join(self.placeholders),
             ]
-        lines += [f"\nNote: {n}" for n in self.notes]
+        for note in self.notes:
+            lines += ["", f"Note: {note}"]
         if self.caption_gaps:
             lines += [
                 "",
@@ -172,7 +167,11 @@ class TrainerConfig:
                 "",
                 *(f"- {g}" for g in self.caption_gaps),
             ]
-        return "\n".join(lines) + "\n"
+        return [
+            *lines,
+            "",
+            "Its training loss beside the next sweep's scores: set logging_dir, then checkpoint.train_logs",
+        ]
 
 
 def sd_scripts_config(
@@ -192,7 +191,6 @@ def sd_scripts_config(
             _put(values[section], name, training.get(name))
     for header, (section, name) in _RENAMED.items():
         _put(values[section], name, training.get(header))
-    _put(values["optimizer"], "text_encoder_lr", training.get("text_encoder_lr"))
     if training.get("text_encoder_lr") == 0:  # kohya's way to train the UNet alone
         values["network"]["network_train_unet_only"] = True
     _network_args(values["network"], training.get("network_args"))
@@ -347,17 +345,3 @@ def _toml_value(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # JSON's escapes are TOML basic-string escapes
-
-
-def recorded_training(sweep: Sweep) -> tuple[dict[str, object] | None, list[str]]:
-    """The training settings the header of the sweep's latest swept epoch records (every epoch
-    of a training run records the same ones; None when no swept checkpoint has them) and the
-    prompt texts the sweep ran."""
-    loras = sweep.runs[sweep.runs["epoch"] != BASE_EPOCH].sort_values("epoch", ascending=False)
-    for run_id in loras["run_id"]:
-        training = tracking.load_dict(sweep.tracker, run_id, tracking.TRAINING_SETTINGS)
-        if training:
-            params = tracking.get_run(sweep.tracker, run_id).data.params
-            prompts = [v for k, v in sorted(params.items()) if _PROMPT_TEXT.fullmatch(k)]
-            return training, prompts
-    return None, []
